@@ -13,7 +13,9 @@ from .products import gaussian_lyapunov_spectrum, lyapunov_spectrum, network_lya
 from .meanfield import (chi1, correlation_map, correlation_monte_carlo, depth_scale,
                         edge_of_chaos, variance_map)
 from .cutoff import critical_scale, cutoff_profile, predicted_cutoff
-from . import cutoff, fd, meanfield, products
+from .curvature import (gauss_newton, gauss_newton_operator, hessian, hessian_eigenvalues,
+                        hessian_operator, hessian_residual, hessian_trace, hvp, hvp_fd, sharpness)
+from . import (curvature, cutoff, fd, meanfield, products)
 
 __version__ = "0.1.0"
 
@@ -27,4 +29,7 @@ __all__ = [
     "variance_map", "correlation_map", "chi1", "edge_of_chaos", "depth_scale",
     "correlation_monte_carlo", "cutoff_profile", "critical_scale", "predicted_cutoff",
     "products", "meanfield", "cutoff",
+    # curvature
+    "hvp", "hvp_fd", "hessian", "hessian_operator", "gauss_newton_operator", "gauss_newton",
+    "hessian_residual", "hessian_eigenvalues", "sharpness", "hessian_trace", "curvature",
 ]
