@@ -15,8 +15,9 @@ from .meanfield import (chi1, correlation_map, correlation_monte_carlo, depth_sc
 from .cutoff import critical_scale, cutoff_profile, predicted_cutoff
 from .curvature import (gauss_newton, gauss_newton_operator, hessian, hessian_eigenvalues,
                         hessian_operator, hessian_residual, hessian_trace, hvp, hvp_fd, sharpness)
+from .training import Run, train
 from .local_rank import jacobian_singular_values, local_rank
-from . import (curvature, cutoff, fd, meanfield, products)
+from . import (curvature, cutoff, fd, meanfield, products, univariate)
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,8 @@ __all__ = [
     # curvature
     "hvp", "hvp_fd", "hessian", "hessian_operator", "gauss_newton_operator", "gauss_newton",
     "hessian_residual", "hessian_eigenvalues", "sharpness", "hessian_trace", "curvature",
+    # training dynamics
+    "train", "Run", "univariate",
     # local rank (the function; import helpers with ``from refnet.local_rank import ...``)
     "local_rank", "jacobian_singular_values",
 ]
