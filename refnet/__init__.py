@@ -17,7 +17,7 @@ from .curvature import (gauss_newton, gauss_newton_operator, hessian, hessian_ei
                         hessian_operator, hessian_residual, hessian_trace, hvp, hvp_fd, sharpness)
 from .training import Run, train
 from .local_rank import jacobian_singular_values, local_rank
-from . import (curvature, cutoff, fd, meanfield, products, univariate)
+from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, testing, univariate)
 
 __version__ = "0.1.0"
 
@@ -38,4 +38,6 @@ __all__ = [
     "train", "Run", "univariate",
     # local rank (the function; import helpers with ``from refnet.local_rank import ...``)
     "local_rank", "jacobian_singular_values",
+    # oracle interface
+    "oracle", "testing", "fixtures",
 ]

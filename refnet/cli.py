@@ -5,20 +5,55 @@
     table (claim, source, cases run, worst measured value, bound, holds).
     Exit 0 iff every claim holds.
 
-User mistakes (bad arguments, unreadable files, bad shapes) exit 2 with one
-line on stderr, never a traceback.
+``refnet compute QUANTITY --model M.npz --inputs X.npy [--targets Y.npy] [--loss mse]
+[--vector V.npy] [--layer L] [--k K] [--rank-atol A] [--rank-rtol R] [--out F.npy|F.npz]
+[--json]``
+    Compute refnet's float64 reference value of QUANTITY (``refnet quantities`` lists them)
+    for the network in the weights file M (:mod:`refnet.io` format) on the inputs X.
+    Prints a summary (or, with ``--json``, the value and metadata: shapes, loss convention,
+    derived tolerances for float64 and float32); ``--out`` writes the value atomically
+    (``.npy``: the array; ``.npz``: ``value``, the tolerances ``allowed_float64`` and
+    ``allowed_float32``, ``quantity`` and ``meta_json``).
+
+``refnet compare QUANTITY --model ... --inputs ... [--targets ...] --theirs T.npy [--rtol R]
+[--atol A] [--precision float32|float64] [--json]``
+    Compare another implementation's array with the reference: max absolute and relative
+    error, the 5 worst entries with their indices, the tolerance, a verdict. Exit 0 on a
+    match, 1 on a mismatch (including a shape mismatch or non-finite entries in T), 2 on bad
+    input. Default tolerances are derived for the precision of T (its dtype, or
+    ``--precision``) from a rounding-error analysis (:mod:`refnet.oracle`).
+
+``refnet quantities``
+    The quantity table: name, shape, formula, what it needs.
+
+``refnet fixtures --out DIR [--force]``
+    Golden fixtures for another project's CI (:mod:`refnet.fixtures`).
+
+User mistakes (bad arguments, missing or malformed files, object/pickled arrays, wrong
+dtypes, non-finite values, bad shapes) exit 2 with one line on stderr, never a traceback.
+Files are read with ``allow_pickle=False`` and nothing in them is ever executed; outputs are
+written to a temporary file and renamed, so a partial result is never left behind.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "load_array", "load_model", "UserError"]
 
 
 class UserError(Exception):
     """A mistake in the user's input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see '{self.prog} --help')")
 
 
 def _fmt(v):
@@ -66,16 +101,338 @@ def _cmd_claims(args) -> int:
     return 0 if ok else 1
 
 
+# ============================================================================ safe file reading
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_file(path, what):
+    if os.path.isdir(path):
+        raise UserError(f"{what}: {path} is a directory; expected a file")
+    if not os.path.exists(path):
+        raise UserError(f"{what}: {path}: no such file")
+    if not os.path.isfile(path):
+        raise UserError(f"{what}: {path} is not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as e:
+        raise UserError(f"{what}: {path}: cannot read ({e.strerror or e})") from None
+    return head
+
+
+def load_array(path, what, kinds="f", finite=True):
+    """Read one ``.npy`` array safely (``allow_pickle=False``).
+
+    Parameters
+    ----------
+    path : str;  what : the option name for messages (``"--inputs"``)
+    kinds : accepted dtype kinds: ``"f"`` floating, ``"fiu"`` also integers
+    finite : refuse nan/inf
+
+    Raises
+    ------
+    UserError (one line) for a missing file, a directory, an ``.npz`` archive or anything that
+    is not an ``.npy`` array, a truncated file, object/pickled data, a structured, string,
+    boolean or complex dtype, or (``finite``) non-finite values.
+    """
+    import numpy as np
+
+    path = os.fspath(path)
+    head = _check_file(path, what)
+    if head.startswith(_ZIP_MAGIC):
+        raise UserError(f"{what}: {path} is an .npz archive; expected a single .npy array "
+                        f"(numpy.save)")
+    if not head.startswith(_NPY_MAGIC):
+        raise UserError(f"{what}: {path} is not an .npy file (no NumPy header); expected an "
+                        f"array written by numpy.save")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        msg = str(e)
+        if "pickle" in msg.lower() or "object" in msg.lower():
+            raise UserError(f"{what}: {path} holds object (pickled) data, which is refused "
+                            f"(allow_pickle=False)") from None
+        raise UserError(f"{what}: {path} is not a readable .npy array ({msg})") from None
+    except Exception as e:  # noqa: BLE001 - any failure of a hostile file is a user error
+        raise UserError(f"{what}: {path} is not a readable .npy array "
+                        f"({type(e).__name__}: {e})") from None
+    if not isinstance(arr, np.ndarray):
+        raise UserError(f"{what}: {path} is not a single .npy array")
+    if arr.dtype.fields is not None or arr.dtype.kind not in kinds or arr.dtype == bool:
+        want = "a floating-point array (float32 or float64)" if kinds == "f" else \
+            "a floating-point or integer array"
+        raise UserError(f"{what}: {path} has dtype {arr.dtype}; expected {want}")
+    if finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise UserError(f"{what}: {path} has {bad} non-finite (nan or inf) entries; expected "
+                        f"finite values")
+    return arr
+
+
+def load_model(path, what="--model"):
+    """Read a weights file (:func:`refnet.io.load`) with one-line errors."""
+    from .io import load
+
+    path = os.fspath(path)
+    head = _check_file(path, what)
+    if head.startswith(_NPY_MAGIC):
+        raise UserError(f"{what}: {path} is a single .npy array; expected an .npz weights "
+                        f"file (refnet.save, or np.savez with keys format, activation, W1.., "
+                        f"b1..)")
+    if not head.startswith(_ZIP_MAGIC):
+        raise UserError(f"{what}: {path} is not an .npz archive; expected a refnet weights "
+                        f"file")
+    try:
+        return load(path)
+    except ValueError as e:
+        raise UserError(f"{what}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - hostile archives: never a traceback
+        raise UserError(f"{what}: {path}: not a valid refnet weights file "
+                        f"({type(e).__name__}: {e})") from None
+
+
+def _check_out(path):
+    if path is None:
+        return None
+    path = os.fspath(path)
+    if not path.endswith((".npy", ".npz")):
+        raise UserError(f"--out: {path}: expected a file name ending in .npy or .npz")
+    if os.path.isdir(path):
+        raise UserError(f"--out: {path} is a directory; expected a file name")
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise UserError(f"--out: directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise UserError(f"--out: directory {d} is not writable")
+    return path
+
+
+def _progress(enabled=True):
+    if not (enabled and sys.stderr.isatty()):
+        return None
+    t0 = time.perf_counter()
+
+    def say(msg):
+        print(f"refnet [{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    return say
+
+
+def _reference_from_args(args, progress):
+    from .oracle import QUANTITIES, canonical_quantity, reference
+
+    try:
+        q = canonical_quantity(args.quantity)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    spec = QUANTITIES[q]
+    net = load_model(args.model)
+    x = load_array(args.inputs, "--inputs")
+    y = v = None
+    if args.targets is not None and spec.needs_targets:   # (ignored by the others)
+        y = load_array(args.targets, "--targets", kinds="fiu")
+    elif spec.needs_targets:
+        raise UserError(f"--targets: quantity {q!r} needs targets (mse: (n, d_out) floats; "
+                        f"cross_entropy: (n,) integer labels)")
+    if args.vector is not None:
+        if not spec.needs_vector:
+            raise UserError(f"--vector: not used by quantity {q!r}")
+        v = load_array(args.vector, "--vector")
+    elif spec.needs_vector:
+        raise UserError(f"--vector: quantity {q!r} needs a direction v of shape "
+                        f"({net.n_params},) (.npy)")
+    loss = args.loss.replace("-", "_")
+    opts = {}
+    for name in ("layer", "k", "rank_atol", "rank_rtol"):
+        val = getattr(args, name)
+        if val is not None:
+            if name not in spec.options:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag}: not used by quantity {q!r} (it takes "
+                                f"{['--' + o.replace('_', '-') for o in spec.options] or 'none'})")
+            opts[name] = val
+    try:
+        return reference(q, net, x, y=y, loss=loss, v=v, progress=progress, **opts)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
+def _cmd_compute(args) -> int:
+    import numpy as np
+
+    from .io import atomic_write
+    from .oracle import jsonable
+
+    out = _check_out(args.out)
+    ref = _reference_from_args(args, _progress())
+    val = np.asarray(ref.value)
+    tol = {p: ref.allowed(p) for p in ("float64", "float32")}
+    tol_summary = {p: {"min_allowed": float(np.min(a)) if a.size else 0.0,
+                       "max_allowed": float(np.max(a)) if a.size else 0.0}
+                   for p, a in tol.items()}
+    if out is not None:
+        try:
+            if out.endswith(".npy"):
+                atomic_write(out, lambda fh: np.save(fh, val))
+            else:
+                arrays = {"value": val, "quantity": np.array(ref.quantity),
+                          "allowed_float64": tol["float64"], "allowed_float32": tol["float32"],
+                          "meta_json": np.array(json.dumps(jsonable(ref.meta)))}
+                atomic_write(out, lambda fh: np.savez(fh, **arrays))
+            from .fixtures import _publish
+            _publish(out)
+        except OSError as e:   # disk full, permissions: nothing (partial) is left behind
+            raise UserError(f"--out: cannot write {out} ({e.strerror or e})") from None
+    if args.json:
+        doc = {"quantity": ref.quantity, "shape": list(val.shape), "dtype": "float64",
+               "value": val if val.size <= 10 ** 6 else None,
+               "loss": ref.meta.get("loss"), "loss_convention": ref.meta.get("loss_convention"),
+               "tolerances": tol_summary, "notes": ref.notes("float64"), "meta": ref.meta,
+               "out": out}
+        print(json.dumps(jsonable(doc)))
+        return 0
+    print(f"{ref.quantity}: shape {tuple(val.shape)} float64 ({ref.meta['formula']})")
+    if ref.meta.get("loss_convention"):
+        print(f"  loss convention: {ref.meta['loss_convention']}")
+    if val.size <= 20:
+        print("  value: " + np.array2string(val, precision=12, separator=", "))
+    else:
+        fin = val[np.isfinite(val)]
+        print(f"  min {fin.min():.6g}, max {fin.max():.6g}, "
+              f"mean |.| {np.mean(np.abs(fin)):.6g}" if fin.size else "  (no finite entries)")
+    for p, s in tol_summary.items():
+        print(f"  derived tolerance for a {p} computation: |error| <= "
+              f"[{s['min_allowed']:.3g}, {s['max_allowed']:.3g}] per entry")
+    for n in ref.notes("float64"):
+        print(f"  note: {n}")
+    if out:
+        print(f"  wrote {out}")
+    return 0
+
+
+def _load_theirs(path):
+    import numpy as np
+
+    head = _check_file(path, "--theirs")
+    if head.startswith(_ZIP_MAGIC):
+        raise UserError(f"--theirs: {path} is an .npz archive; expected a single .npy array "
+                        f"(numpy.save) holding the quantity")
+    arr = load_array(path, "--theirs", kinds="fiu", finite=False)
+    return np.asarray(arr)
+
+
+def _cmd_compare(args) -> int:
+    import numpy as np
+
+    from .oracle import compare_arrays
+
+    theirs = _load_theirs(args.theirs)
+    if args.precision is not None:
+        try:
+            from .oracle import unit_roundoff
+            unit_roundoff(args.precision)
+        except TypeError as e:
+            raise UserError(f"--precision: {e}") from None
+    for name in ("rtol", "atol"):
+        val = getattr(args, name)
+        if val is not None and not (np.isfinite(val) and val >= 0):
+            raise UserError(f"--{name}: expected a finite number >= 0; received {val}")
+    ref = _reference_from_args(args, _progress())
+    try:
+        rep = compare_arrays(ref, theirs, rtol=args.rtol, atol=args.atol,
+                             precision=args.precision)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print(json.dumps(rep.as_dict()))
+    else:
+        print(rep)
+    return 0 if rep.matches else 1
+
+
+def _cmd_quantities(args) -> int:
+    from .oracle import QUANTITIES
+
+    for q in QUANTITIES.values():
+        needs = [n for n, b in (("--targets", q.needs_targets), ("--vector", q.needs_vector)) if b]
+        opts = ["--" + o.replace("_", "-") for o in q.options]
+        print(f"{q.name:18s} {q.shape:20s} {q.summary}"
+              + (f"  [needs {' '.join(needs)}]" if needs else "")
+              + (f"  [options {' '.join(opts)}]" if opts else ""))
+    return 0
+
+
+def _cmd_fixtures(args) -> int:
+    from .fixtures import write_fixtures
+
+    out = os.fspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out: {out} exists and is not a directory")
+    if os.path.isdir(out) and os.listdir(out) and not args.force:
+        raise UserError(f"--out: {out} is not empty; pass --force to overwrite fixtures there")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise UserError(f"--out: parent directory {parent} does not exist")
+    manifest = write_fixtures(out, progress=_progress())
+    n_q = sum(len(f["quantities"]) for f in manifest["fixtures"])
+    print(f"wrote {len(manifest['fixtures'])} fixtures ({n_q} reference arrays) and "
+          f"manifest.json to {out}; verify with: python {os.path.join(out, 'verify_fixtures.py')}")
+    return 0
+
+
+def _add_problem_args(p):
+    p.add_argument("quantity", metavar="QUANTITY", help="what to compute (refnet quantities)")
+    p.add_argument("--model", required=True, metavar="M.npz", help="refnet weights file")
+    p.add_argument("--inputs", required=True, metavar="X.npy", help="inputs (n, d_in), float")
+    p.add_argument("--targets", metavar="Y.npy",
+                   help="targets: (n, d_out) floats (mse) or (n,) int labels (cross_entropy)")
+    p.add_argument("--loss", default="mse", choices=["mse", "cross_entropy", "cross-entropy"],
+                   help="mse: L = (1/n) sum 1/2 |f - y|^2 (default); cross_entropy: mean")
+    p.add_argument("--vector", metavar="V.npy", help="direction (P,) for hvp")
+    p.add_argument("--layer", type=int, metavar="L",
+                   help="layer 1..L or -1..-L (input-jacobian, local-rank, lyapunov)")
+    p.add_argument("--k", type=int, metavar="K", help="eigenvalues / exponents to keep")
+    p.add_argument("--rank-atol", type=float, metavar="A",
+                   help="local-rank threshold: sigma > A (the paper's code uses 0.01)")
+    p.add_argument("--rank-rtol", type=float, metavar="R",
+                   help="local-rank threshold: sigma > R * sigma_max")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _register_oracle(sub):
+    c = sub.add_parser("compute", help="compute a reference value from files")
+    _add_problem_args(c)
+    c.add_argument("--out", metavar="FILE", help="write the value (.npy) or value + "
+                   "tolerances + metadata (.npz), atomically")
+    c.set_defaults(func=_cmd_compute)
+    m = sub.add_parser("compare", help="compare another implementation's array with refnet")
+    _add_problem_args(m)
+    m.add_argument("--theirs", required=True, metavar="T.npy", help="the array to check")
+    m.add_argument("--rtol", type=float, help="explicit relative tolerance")
+    m.add_argument("--atol", type=float, help="explicit absolute tolerance")
+    m.add_argument("--precision", choices=["float16", "float32", "float64"],
+                   help="precision the other implementation computed in (default: the "
+                        "dtype of --theirs)")
+    m.set_defaults(func=_cmd_compare)
+    qq = sub.add_parser("quantities", help="list the quantities compute/compare know")
+    qq.set_defaults(func=_cmd_quantities)
+    f = sub.add_parser("fixtures", help="write golden fixtures (npz + manifest.json)")
+    f.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    f.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    f.set_defaults(func=_cmd_fixtures)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refnet", description="refnet: a NumPy reference "
-                                "implementation and test oracle for deep-learning theory.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p = _Parser(prog="refnet", description="refnet: a NumPy reference "
+                "implementation and test oracle for deep-learning theory.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     c = sub.add_parser("claims", help="check every theoretical claim on built-in cases")
     c.add_argument("--quick", action="store_true", help="fewer, smaller cases (under a minute)")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("--only", nargs="+", metavar="NAME", help="claim names or topics to run")
     c.add_argument("--list", action="store_true", help="list the claims and exit")
     c.set_defaults(func=_cmd_claims)
+    _register_oracle(sub)
     for register in _EXTRA_COMMANDS:
         register(sub)
     return p
@@ -87,7 +444,13 @@ _EXTRA_COMMANDS: list = []
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UserError as e:
+        cmd = argv[0] if argv and not argv[0].startswith("-") else ""
+        print(f"refnet{' ' + cmd if cmd else ''}: error: {e}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

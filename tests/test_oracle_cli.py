@@ -1,0 +1,355 @@
+"""`refnet compute`, `refnet compare`, `refnet quantities`: as subprocesses (a few) and in-process
+through `refnet.cli.main` (the many small cases: every quantity, every hostile file).
+
+Acceptance: an array computed independently passes `refnet compare`, a perturbed one fails with
+a report locating the perturbed entry, and every hostile file gets one clear line and exit 2,
+never a traceback, never code execution, never a (partial) output file.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import refnet
+from refnet import cli
+from refnet.oracle import QUANTITIES
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "refnet", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=str(ROOT), env=env)
+
+
+class _Payload:
+    """Unpickling this object would create a file: proof that nothing was executed."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("oracle")
+    rng = np.random.default_rng(0)
+    net = refnet.MLP.init([3, 6, 5, 2], "tanh", seed=1)
+    net = net.with_params(net.params + 0.05 * rng.standard_normal(net.n_params))
+    relu = refnet.MLP.init([4, 7, 3], "relu", bias=False, seed=2)
+    f = {"dir": d, "net": net, "relu": relu}
+    refnet.save(d / "model.npz", net)
+    refnet.save(d / "relu.npz", relu)
+    f["x"], f["y"] = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    f["labels"] = rng.integers(0, 2, size=5)
+    f["v"] = rng.standard_normal(net.n_params)
+    f["x4"] = rng.standard_normal((6, 4))
+    for k in ("x", "y", "labels", "v", "x4"):
+        np.save(d / f"{k}.npy", f[k])
+    return f
+
+
+def common(f, model="model.npz", x="x.npy"):
+    d = f["dir"]
+    return ["--model", str(d / model), "--inputs", str(d / x)]
+
+
+# ============================================================================ subprocesses
+def test_compute_subprocess_json_and_npy(files):
+    """`compute grad --json --out g.npy` (a real subprocess) equals refnet.loss_and_grad."""
+    d = files["dir"]
+    p = run("compute", "grad", *common(files), "--targets", d / "y.npy", "--json",
+            "--out", d / "g.npy")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""     # no progress lines when stderr is not a tty
+    doc = json.loads(p.stdout)
+    _, g = refnet.loss_and_grad(files["net"], files["x"], files["y"])
+    assert doc["quantity"] == "grad" and doc["shape"] == [files["net"].n_params]
+    np.testing.assert_array_equal(np.array(doc["value"]), g)
+    np.testing.assert_array_equal(np.load(d / "g.npy"), g)
+    assert "½" in doc["loss_convention"] and doc["tolerances"]["float32"]["max_allowed"] > 0
+
+
+def test_compare_subprocess_match_and_located_mismatch(files):
+    """An independently rounded float32 gradient matches (exit 0); one perturbed entry fails
+    (exit 1) and the report's worst entry is that entry."""
+    d = files["dir"]
+    _, g = refnet.loss_and_grad(files["net"], files["x"], files["y"])
+    np.save(d / "theirs32.npy", g.astype(np.float32))
+    bad = g.copy()
+    bad[7] += 1e-6
+    np.save(d / "bad.npy", bad)
+    base = ["compare", "grad", *common(files), "--targets", d / "y.npy"]
+    p = run(*base, "--theirs", d / "theirs32.npy")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "MATCH" in p.stdout and "float32" in p.stdout
+    p = run(*base, "--theirs", d / "bad.npy", "--json")
+    assert p.returncode == 1, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["verdict"] == "MISMATCH" and rep["n_mismatched"] == 1
+    assert rep["worst"][0]["index"] == [7] and rep["reference_side"].startswith("reference = refnet")
+    assert abs(rep["max_abs_error"] - 1e-6) < 1e-12
+
+
+def test_hostile_model_subprocess_never_executes(files, tmp_path):
+    """A weights file with a pickled payload is refused without unpickling it: exit 2, one
+    line, and the payload's side effect never happens."""
+    marker = tmp_path / "executed"
+    with open(tmp_path / "evil.npz", "wb") as fh:
+        np.savez(fh, format=np.array("refnet.mlp"), activation=np.array("tanh"),
+                 W1=np.array([_Payload(marker)], dtype=object))
+    p = run("compute", "ntk", "--model", tmp_path / "evil.npz", "--inputs", files["dir"] / "x.npy")
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "object" in p.stderr and not marker.exists()
+
+
+# ============================================================================ in-process
+def call(capsys, *argv):
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_quantities_list_and_unknown_quantity(files, capsys):
+    rc, out, _ = call(capsys, "quantities")
+    assert rc == 0 and all(q in out for q in QUANTITIES)
+    rc, _, err = call(capsys, "compute", "no-such-thing", *common(files))
+    assert rc == 2 and "no-such-thing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pickled_inputs_are_never_executed(files, tmp_path, capsys):
+    """The payload is live (unpickling it creates a file), yet refnet refuses it unexecuted."""
+    marker = tmp_path / "executed"
+    np.save(tmp_path / "evil.npy", np.array([_Payload(marker)], dtype=object), allow_pickle=True)
+    for opt in ("--inputs", "--targets"):
+        argv = ["compute", "grad", *common(files), "--targets", files["dir"] / "y.npy"]
+        argv[argv.index(opt) + 1] = tmp_path / "evil.npy"
+        rc, _, err = call(capsys, *argv)
+        assert rc == 2 and "pickled" in err and opt in err
+    rc, _, err = call(capsys, "compare", "grad", *common(files), "--targets",
+                      files["dir"] / "y.npy", "--theirs", tmp_path / "evil.npy")
+    assert rc == 2 and "--theirs" in err
+    assert not marker.exists()
+    np.load(tmp_path / "evil.npy", allow_pickle=True)
+    assert marker.exists()
+
+
+def test_compute_npz_output_has_value_tolerances_and_metadata(files, capsys):
+    from refnet.curvature import hessian
+
+    d = files["dir"]
+    rc, out, _ = call(capsys, "compute", "hessian", *common(files), "--targets", d / "y.npy",
+                      "--out", d / "h.npz")
+    assert rc == 0 and "wrote" in out
+    with np.load(d / "h.npz", allow_pickle=False) as z:
+        np.testing.assert_allclose(z["value"], hessian(files["net"], files["x"], files["y"]),
+                                   rtol=0, atol=1e-14)
+        assert str(z["quantity"]) == "hessian"
+        assert np.all(z["allowed_float32"] >= z["allowed_float64"])
+        assert z["allowed_float32"].max() > 1e6 * z["allowed_float64"].max()
+        assert json.loads(str(z["meta_json"]))["n_params"] == files["net"].n_params
+
+
+def test_every_quantity_computes_the_library_value(files, capsys):
+    """`compute Q --json` for every quantity equals refnet's library functions."""
+    from refnet.curvature import hessian, hessian_eigenvalues, hvp, sharpness
+    from refnet.local_rank import local_rank
+
+    net, x, y, v, d = files["net"], files["x"], files["y"], files["v"], files["dir"]
+    J = refnet.input_jacobian(net, x, 2)
+    s = np.linalg.svd(J, compute_uv=False)
+    expected = {
+        "loss": ([], refnet.loss(net, x, y)),
+        "grad": ([], refnet.loss_and_grad(net, x, y)[1]),
+        "per-example-grads": ([], refnet.per_example_grads(net, x, y)),
+        "input-jacobian": (["--layer", 2], J),
+        "param-jacobian": ([], refnet.param_jacobian(net, x)),
+        "ntk": ([], refnet.ntk(net, x)),
+        "hvp": (["--vector", d / "v.npy"], hvp(net, x, y, v)),
+        "hessian": ([], hessian(net, x, y)),
+        "sharpness": ([], sharpness(net, x, y)),
+        "eigenvalues": (["--k", 3], hessian_eigenvalues(net, x, y, k=3, method="dense").eigenvalues),
+        "local-rank": (["--rank-rtol", 1e-3], local_rank(net, x, rtol=1e-3)),
+        "lyapunov": (["--layer", 2, "--k", 1], np.log(s[:, :1]) / 2),
+    }
+    assert set(expected) == set(QUANTITIES)
+    for q, (extra, want) in expected.items():
+        tg = ["--targets", d / "y.npy"] if QUANTITIES[q].needs_targets else []
+        rc, out, err = call(capsys, "compute", q, *common(files), *tg, *extra, "--json")
+        assert rc == 0, (q, err)
+        got = np.array(json.loads(out)["value"], dtype=float)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=q)
+    rc, out, _ = call(capsys, "compute", "loss", *common(files), "--targets", d / "labels.npy",
+                      "--loss", "cross_entropy", "--json")
+    assert rc == 0 and np.isclose(json.loads(out)["value"],
+                                  refnet.loss(net, x, files["labels"], "cross_entropy"))
+    rc, out, _ = call(capsys, "compute", "local-rank", *common(files, "relu.npz", "x4.npy"))
+    assert rc == 0 and "local-rank" in out
+
+
+def _hostile(files, tmp):
+    """(argv, text the error line must contain) for every kind of bad input."""
+    d, net = files["dir"], files["net"]
+    ok_model, ok_x, ok_y = d / "model.npz", d / "x.npy", d / "y.npy"
+    W = [np.array(w) for w in net.weights]
+    b = [np.array(v) for v in net.biases]
+
+    def model(name, **arrays):
+        with open(tmp / name, "wb") as fh:
+            np.savez(fh, **arrays)
+        return tmp / name
+    base = dict(format=np.array("refnet.mlp"), version=np.array(1), activation=np.array("tanh"),
+                W1=W[0], b1=b[0], W2=W[1], b2=b[1], W3=W[2], b3=b[2])
+
+    def arr(name, a, **kw):
+        np.save(tmp / name, a, **kw)
+        return tmp / name
+    m_missing = model("missing.npz", **{k: v for k, v in base.items() if k != "activation"})
+    m_extra = model("extra.npz", **base, junk=np.ones(2))
+    m_shape = model("shape.npz", **{**base, "W2": np.ones((5, 4))})
+    m_nan = model("nan.npz", **{**base, "W1": np.full_like(W[0], np.nan)})
+    m_int = model("int.npz", **{**base, "W1": np.ones(W[0].shape, dtype=int)})
+    m_obj = model("obj.npz", **{**base, "W1": np.array([None, 1], dtype=object)})
+    (tmp / "garbage.npz").write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    mraw = ok_model.read_bytes()
+    (tmp / "trunc.npz").write_bytes(mraw[: len(mraw) // 2])
+    raw = ok_x.read_bytes()
+    (tmp / "trunc.npy").write_bytes(raw[:-8])
+    (tmp / "text.npy").write_text("1, 2, 3")
+    struct = np.zeros(5, dtype=[("a", "f8"), ("b", "f8")])
+    prob = ["compute", "grad"]
+    tg = ["--targets", ok_y]
+    return [
+        (prob + ["--model", m_missing, "--inputs", ok_x] + tg, "activation"),
+        (prob + ["--model", m_extra, "--inputs", ok_x] + tg, "junk"),
+        (prob + ["--model", m_shape, "--inputs", ok_x] + tg, "weights[1]"),
+        (prob + ["--model", m_nan, "--inputs", ok_x] + tg, "non-finite"),
+        (prob + ["--model", m_int, "--inputs", ok_x] + tg, "float"),
+        (prob + ["--model", m_obj, "--inputs", ok_x] + tg, "object"),
+        (prob + ["--model", tmp / "garbage.npz", "--inputs", ok_x] + tg, "--model"),
+        (prob + ["--model", tmp, "--inputs", ok_x] + tg, "directory"),
+        (prob + ["--model", tmp / "trunc.npz", "--inputs", ok_x] + tg, "--model"),
+        (prob + ["--model", ok_x, "--inputs", ok_x] + tg, ".npy"),
+        (prob + ["--model", tmp / "nope.npz", "--inputs", ok_x] + tg, "no such file"),
+        (prob + ["--model", ok_model, "--inputs", arr("obj.npy", np.array([{}], dtype=object),
+                                                      allow_pickle=True)] + tg, "pickled"),
+        (prob + ["--model", ok_model, "--inputs", ok_model] + tg, ".npz archive"),
+        (prob + ["--model", ok_model, "--inputs", arr("i.npy", np.ones((5, 3), int))] + tg, "dtype"),
+        (prob + ["--model", ok_model, "--inputs", arr("c.npy", np.ones((5, 3), complex))] + tg, "dtype"),
+        (prob + ["--model", ok_model, "--inputs", arr("b.npy", np.ones((5, 3), bool))] + tg, "dtype"),
+        (prob + ["--model", ok_model, "--inputs", arr("s.npy", struct)] + tg, "dtype"),
+        (prob + ["--model", ok_model, "--inputs", arr("nan.npy", np.full((5, 3), np.inf))] + tg,
+         "non-finite"),
+        (prob + ["--model", ok_model, "--inputs", arr("d4.npy", np.ones((5, 4)))] + tg, "(batch, 3)"),
+        (prob + ["--model", ok_model, "--inputs", arr("d1.npy", np.ones(3))] + tg, "x[None, :]"),
+        (prob + ["--model", ok_model, "--inputs", tmp / "trunc.npy"] + tg, "--inputs"),
+        (prob + ["--model", ok_model, "--inputs", tmp / "text.npy"] + tg, "not an .npy"),
+        (prob + ["--model", ok_model, "--inputs", ok_x, "--targets",
+                 arr("y3.npy", np.ones((5, 3)))], "(5, 2)"),
+        (["compute", "grad", "--model", ok_model, "--inputs", ok_x, "--loss", "cross_entropy",
+          "--targets", arr("lab.npy", np.array([0, 1, 2, 0, 1]))], "labels in [0, 2)"),
+        (prob + ["--model", ok_model, "--inputs", ok_x], "--targets"),
+        (["compute", "hvp", "--model", ok_model, "--inputs", ok_x] + tg, "--vector"),
+        (["compute", "hvp", "--model", ok_model, "--inputs", ok_x, "--vector",
+          arr("v3.npy", np.ones(3))] + tg, "v: expected shape"),
+        (["compute", "input-jacobian", "--model", ok_model, "--inputs", ok_x, "--layer", 9], "layer"),
+        (prob + ["--model", ok_model, "--inputs", ok_x, "--layer", 1] + tg, "--layer"),
+        (["compute", "eigenvalues", "--model", ok_model, "--inputs", ok_x, "--k", 10 ** 6] + tg, "k"),
+        (["compute", "local-rank", "--model", ok_model, "--inputs", ok_x, "--rank-atol", -1],
+         "atol"),
+        (["compute", "ntk", "--model", ok_model, "--inputs", ok_x, "--out", tmp / "r.txt"], ".npy or .npz"),
+        (["compute", "ntk", "--model", ok_model, "--inputs", ok_x, "--out", tmp / "no" / "r.npy"],
+         "does not exist"),
+        (["compute", "ntk", "--model", ok_model, "--inputs", ok_x, "--out", tmp], "--out"),
+        (["compute", "ntk", "--model", ok_model], "--inputs"),
+        (["compute", "ntk", "--model", ok_model, "--inputs", ok_x, "--layer", "two"], "invalid int"),
+        (["compare", "ntk", "--model", ok_model, "--inputs", ok_x], "--theirs"),
+        (["compare", "ntk", "--model", ok_model, "--inputs", ok_x, "--theirs", ok_model], ".npz"),
+        (["compare", "ntk", "--model", ok_model, "--inputs", ok_x, "--theirs", tmp], "directory"),
+        (["compare", "ntk", "--model", ok_model, "--inputs", ok_x, "--theirs",
+          arr("str.npy", np.array(["a", "b"]))], "dtype"),
+        (["compare", "ntk", "--model", ok_model, "--inputs", ok_x, "--theirs", ok_x, "--rtol",
+          "nan"], "--rtol"),
+        (["fixtures", "--out", ok_x], "not a directory"),
+    ]
+
+
+def test_hostile_inputs_exit_2_with_one_line(files, tmp_path, capsys):
+    for argv, must in _hostile(files, tmp_path):
+        rc, out, err = call(capsys, *argv)
+        assert rc == 2, (argv, out, err)
+        assert len(err.strip().splitlines()) == 1, (argv, err)
+        assert must in err and "Traceback" not in err, (argv, must, err)
+        assert err.startswith("refnet"), err
+    assert not (tmp_path / "r.txt").exists() and not (tmp_path / "no").exists()
+
+
+def test_compare_shape_nonfinite_and_precision(files, tmp_path, capsys):
+    """Shape mismatches and NaNs are mismatches (exit 1) with a clear reason; --precision
+    float32 judges a float64-stored float32 computation at float32 tolerance."""
+    net, x = files["net"], files["x"]
+    J = refnet.param_jacobian(net, x)
+    np.save(tmp_path / "T.npy", J.transpose(0, 2, 1))
+    rc, out, _ = call(capsys, "compare", "param-jacobian", *common(files), "--theirs",
+                      tmp_path / "T.npy")
+    assert rc == 1 and "shape mismatch" in out and str(J.shape) in out
+    Jn = J.copy()
+    Jn[1, 0, 2] = np.nan
+    np.save(tmp_path / "N.npy", Jn)
+    rc, out, _ = call(capsys, "compare", "param-jacobian", *common(files), "--theirs",
+                      tmp_path / "N.npy", "--json")
+    rep = json.loads(out)
+    assert rc == 1 and rep["worst"][0]["index"] == [1, 0, 2] and "non-finite" in rep["reason"]
+    J32 = J.astype(np.float32).astype(np.float64)   # float32 values stored as float64
+    np.save(tmp_path / "J32.npy", J32)
+    rc, _, _ = call(capsys, "compare", "param-jacobian", *common(files), "--theirs",
+                    tmp_path / "J32.npy")
+    assert rc == 1     # judged at float64: float32 rounding is far outside
+    rc, out, _ = call(capsys, "compare", "param-jacobian", *common(files), "--theirs",
+                      tmp_path / "J32.npy", "--precision", "float32")
+    assert rc == 0, out
+    rc, out, _ = call(capsys, "compare", "param-jacobian", *common(files), "--theirs",
+                      tmp_path / "J32.npy", "--rtol", "1e-6", "--json")
+    assert rc == 0 and json.loads(out)["tolerance"] == {"kind": "explicit", "rtol": 1e-6,
+                                                          "atol": 0.0}
+
+
+def test_failed_write_leaves_no_partial_file(files, tmp_path, capsys, monkeypatch):
+    """If writing the output fails half-way, neither the file nor a temporary is left, and
+    the error is one line (exit 2)."""
+    def broken_save(fh, arr, *a, **k):
+        fh.write(b"\x93NUMPY partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(np, "save", broken_save)
+    out = tmp_path / "r.npy"
+    rc, _, err = call(capsys, "compute", "ntk", *common(files), "--out", out)
+    assert rc == 2 and "No space left" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_on_a_tty_only(files, capsys, monkeypatch):
+    """Long computations report progress on stderr when it is a terminal, never otherwise."""
+    argv = ["compute", "hessian", *common(files), "--targets", files["dir"] / "y.npy"]
+    rc, _, err = call(capsys, *argv)
+    assert rc == 0 and err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    rc, out, err = call(capsys, *argv)
+    assert rc == 0 and "computing hessian" in err and "assembling" in err and "done" in err
+    assert "computing" not in out
+
+
+def test_callers_files_are_not_modified(files, capsys):
+    d = files["dir"]
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.suffix in (".npy", ".npz")}
+    call(capsys, "compute", "hvp", *common(files), "--targets", d / "y.npy", "--vector",
+         d / "v.npy")
+    after = {p.name: p.read_bytes() for p in d.iterdir() if p.name in before}
+    assert before == after
