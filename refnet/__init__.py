@@ -17,7 +17,8 @@ from .curvature import (gauss_newton, gauss_newton_operator, hessian, hessian_ei
                         hessian_operator, hessian_residual, hessian_trace, hvp, hvp_fd, sharpness)
 from .training import Run, train
 from .local_rank import jacobian_singular_values, local_rank
-from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, testing, univariate)
+from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, randomized,
+               spectral, testing, univariate)
 
 __version__ = "0.1.0"
 
@@ -40,4 +41,6 @@ __all__ = [
     "local_rank", "jacobian_singular_values",
     # oracle interface
     "oracle", "testing", "fixtures",
+    # spectral bias and randomized backprop
+    "spectral", "randomized",
 ]

@@ -1,0 +1,325 @@
+"""Spectral bias: the Fourier spectrum of a 1-D network on a uniform grid, over training.
+
+Rahaman, Baratin, Arpit, Draxler, Lin, Hamprecht, Bengio, Courville 2019, "On the spectral
+bias of neural networks" (ICML), §3 and Fig. 1: a ReLU MLP trained (full batch, Adam) on
+
+    λ(t) = Σ_i A_i sin(2π k_i t + φ_i),   t on the grid t_j = j / N, j = 0..N−1,
+
+with k_i = 5, 10, ..., 50 and equal (A_i = 1) or rising (A_i = 0.1, 0.2, ..., 1) amplitudes,
+learns the low frequencies first. It is measured by the *normalised amplitude*
+|f̃(k_i)| / A_i of the network's output on the training grid over the training iterations
+(the authors' code: N = 200, 6 linear layers of width 256, Adam with lr 3·10⁻⁴, φ_i = 2π U(0, 1)).
+
+Normalisation
+-------------
+With F_k = Σ_j f(t_j) e^{−2πi jk/N} (``numpy.fft.rfft``), the one-sided amplitude is
+
+    Â_0 = |F_0| / N,   Â_k = 2 |F_k| / N  (0 < k < N/2),   Â_{N/2} = |F_{N/2}| / N  (N even),
+
+so that f(t) = A sin(2πkt + φ) sampled on the grid gives Â_k = A exactly for every integer
+0 < k < N/2 (and Â_m = 0 for m ≠ k): the discrete sines are orthogonal on the grid. This is the
+authors' ``2 |fft(f)/N|``. The network's output is not periodic on [0, 1), so its spectrum
+leaks (a jump f(1⁻) − f(0) adds about |f(1⁻) − f(0)| / (πk) at frequency k); the paper
+measures it the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import (as_float_array, as_rng, check_positive_float, check_positive_int)
+from .mlp import MLP, _forward
+
+__all__ = ["grid", "sum_of_sines", "random_phases", "spectrum", "network_spectrum",
+           "normalized_amplitudes", "spectral_recorder", "learning_times",
+           "SpectralRun", "spectral_dynamics", "pytorch_init", "PAPER_FREQUENCIES"]
+
+#: the frequencies of Rahaman et al. 2019, Fig. 1
+PAPER_FREQUENCIES = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50)
+
+
+def grid(n_points: int = 200) -> np.ndarray:
+    """The uniform grid t_j = j / N, j = 0..N−1, on [0, 1), as a column ``(N, 1)`` (network
+    inputs)."""
+    n_points = check_positive_int(n_points, "n_points", minimum=2)
+    return (np.arange(n_points, dtype=np.float64) / n_points)[:, None]
+
+
+def _check_freqs(frequencies, name="frequencies", n_points=None):
+    raw = np.asarray(frequencies)
+    if raw.ndim != 1 or raw.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-d sequence of integer frequencies; "
+                         f"received shape {raw.shape}")
+    if raw.dtype.kind not in "iu":
+        if raw.dtype.kind != "f" or not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
+            raise TypeError(f"{name}: expected integer frequencies (cycles on [0, 1)); received "
+                            f"{raw.tolist()!r} of dtype {raw.dtype}")
+    k = raw.astype(np.int64)
+    if np.any(k < 1):
+        raise ValueError(f"{name}: expected frequencies >= 1; received {k.tolist()}")
+    if n_points is not None and np.any(2 * k >= n_points):
+        raise ValueError(f"{name}: expected frequencies below the Nyquist frequency N/2 = "
+                         f"{n_points / 2:g} of the {n_points}-point grid; received {k.tolist()}")
+    return k
+
+
+def _check_amps(amplitudes, m, name="amplitudes"):
+    a = as_float_array(amplitudes, name, shape=(m,))
+    if np.any(a <= 0):
+        raise ValueError(f"{name}: expected positive amplitudes; received {a.tolist()}")
+    return a
+
+
+def sum_of_sines(t, frequencies, amplitudes, phases) -> np.ndarray:
+    """λ(t) = Σ_i A_i sin(2π k_i t + φ_i) (Rahaman et al. 2019, §3).
+
+    Parameters
+    ----------
+    t : array ``(N,)`` or ``(N, 1)``, the inputs
+    frequencies : ints ``(m,)``, k_i >= 1
+    amplitudes : ``(m,)``, A_i > 0
+    phases : ``(m,)``, φ_i in radians
+
+    Returns
+    -------
+    ndarray ``(N, 1)``, targets for a 1-output network.
+    """
+    t = as_float_array(t, "t")
+    if t.ndim == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.ndim != 1:
+        raise ValueError(f"t: expected shape (N,) or (N, 1); received shape {t.shape}")
+    k = _check_freqs(frequencies)
+    a = _check_amps(amplitudes, k.size)
+    ph = as_float_array(phases, "phases", shape=(k.size,))
+    return (np.sin(2 * np.pi * np.outer(t, k) + ph) @ a)[:, None]
+
+
+def random_phases(m: int, seed) -> np.ndarray:
+    """φ_i = 2π U_i with U_i ~ U(0, 1) i.i.d. (the authors' code), ``(m,)``."""
+    m = check_positive_int(m, "m")
+    return 2 * np.pi * as_rng(seed).random(m)
+
+
+def spectrum(values):
+    """One-sided amplitude spectrum of samples on the grid t_j = j/N.
+
+    Parameters
+    ----------
+    values : array ``(N,)`` or ``(N, d)``: f(t_j) for j = 0..N−1 (columns transformed
+        separately)
+
+    Returns
+    -------
+    frequencies : int ndarray ``(N//2 + 1,)``, 0..N//2 (cycles on [0, 1))
+    amplitudes : ndarray ``(N//2 + 1,)`` or ``(N//2 + 1, d)``
+        Â_k = c_k |F_k| / N with c_k = 2 for 0 < k < N/2 and 1 at k = 0 and k = N/2, so
+        A sin(2πkt + φ) gives Â_k = A (see the module docstring).
+    """
+    v = as_float_array(values, "values")
+    if v.ndim not in (1, 2) or v.shape[0] < 2:
+        raise ValueError(f"values: expected shape (N,) or (N, d) with N >= 2 grid points; "
+                         f"received shape {v.shape}")
+    n = v.shape[0]
+    F = np.fft.rfft(v, axis=0)
+    amp = np.abs(F) / n
+    c = np.full(F.shape[0], 2.0)
+    c[0] = 1.0
+    if n % 2 == 0:
+        c[-1] = 1.0
+    amp *= c if v.ndim == 1 else c[:, None]
+    return np.arange(F.shape[0]), amp
+
+
+def _net_values(net, n_points):
+    if not isinstance(net, MLP):
+        raise TypeError(f"net: expected a refnet.MLP; received {type(net).__name__}")
+    if net.d_in != 1:
+        raise ValueError(f"net: expected a network with 1 input (t in [0, 1)); received "
+                         f"d_in = {net.d_in}")
+    return _forward(net, grid(n_points)).output
+
+
+def network_spectrum(net, n_points: int = 200):
+    """The amplitude spectrum of a 1-input network's outputs on :func:`grid` ``(n_points)``.
+
+    Returns
+    -------
+    frequencies : ``(N//2 + 1,)``; amplitudes : ``(N//2 + 1, d_out)`` (see :func:`spectrum`)
+    """
+    return spectrum(_net_values(net, n_points))
+
+
+def normalized_amplitudes(f, frequencies, amplitudes, n_points: int = 200) -> np.ndarray:
+    """|f̃(k_i)| / A_i: the measure of Rahaman et al. 2019 (Fig. 1).
+
+    Parameters
+    ----------
+    f : MLP with one input and one output (evaluated on :func:`grid` ``(n_points)``), or
+        samples ``(N,)`` / ``(N, 1)`` on the grid t_j = j/N (then ``n_points`` is ignored)
+    frequencies : ints ``(m,)`` with 1 <= k_i < N/2
+    amplitudes : ``(m,)``, the target amplitudes A_i > 0
+
+    Returns
+    -------
+    ndarray ``(m,)``: Â_{k_i} / A_i; 1 when the network has the target's amplitude at k_i.
+    """
+    if isinstance(f, MLP):
+        if f.d_out != 1:
+            raise ValueError(f"f: expected a network with 1 output; received d_out = {f.d_out}")
+        v = _net_values(f, n_points)[:, 0]
+    else:
+        v = as_float_array(f, "f")
+        if v.ndim == 2 and v.shape[1] == 1:
+            v = v[:, 0]
+        if v.ndim != 1:
+            raise ValueError(f"f: expected an MLP or samples of shape (N,) or (N, 1); received "
+                             f"shape {v.shape}")
+    k = _check_freqs(frequencies, n_points=v.shape[0])
+    a = _check_amps(amplitudes, k.size)
+    _, amp = spectrum(v)
+    return amp[k] / a
+
+
+def spectral_recorder(frequencies, amplitudes, n_points: int = 200, key: str = "spectral"):
+    """A callback for :func:`refnet.training.train` recording the normalised amplitudes.
+
+    Returns
+    -------
+    callable ``callback(step, net) -> {key: ndarray (m,)}``, so that
+    ``run.history[key]`` is ``(records, m)``: |f̃(k_i)| / A_i at each recorded step.
+    """
+    n_points = check_positive_int(n_points, "n_points", minimum=2)
+    k = _check_freqs(frequencies, n_points=n_points)
+    a = _check_amps(amplitudes, k.size)
+    if not isinstance(key, str):
+        raise TypeError(f"key: expected a str; received {type(key).__name__}")
+    t = grid(n_points)
+
+    def callback(step, net):
+        v = _forward(net, t).output[:, 0]
+        return {key: np.abs(np.fft.rfft(v)[k]) * (2.0 / n_points) / a}
+
+    return callback
+
+
+def learning_times(steps, normalized, fraction: float = 0.5) -> np.ndarray:
+    """The first recorded step at which each normalised amplitude reaches ``fraction``.
+
+    Parameters
+    ----------
+    steps : ints ``(R,)``, increasing, the recorded steps
+    normalized : ``(R, m)``, |f̃(k_i)| / A_i at those steps
+    fraction : float in (0, ∞), e.g. 0.5 or 0.9
+
+    Returns
+    -------
+    ndarray ``(m,)`` of floats: the step, ``inf`` where the amplitude never reaches it.
+    """
+    s = np.asarray(steps)
+    if s.ndim != 1 or s.size == 0 or s.dtype.kind not in "iu":
+        raise TypeError(f"steps: expected a non-empty 1-d int array; received shape {s.shape} "
+                        f"dtype {s.dtype}")
+    v = as_float_array(normalized, "normalized", shape=(s.size, None), finite=False)
+    fraction = check_positive_float(fraction, "fraction")
+    hit = v >= fraction
+    first = np.argmax(hit, axis=0)
+    out = s[first].astype(np.float64)
+    out[~hit.any(axis=0)] = np.inf
+    return out
+
+
+def pytorch_init(widths, activation="relu", seed=0) -> MLP:
+    """An MLP initialised like ``torch.nn.Linear``: W_ij, b_i ~ U(−1/√n_in, 1/√n_in).
+
+    (``kaiming_uniform_(a=√5)`` gives the bound gain·√(3/n_in) = √(1/3)·√(3/n_in).) For a
+    1-input ReLU network the first layer's kinks t = −b_i / w_i then spread over the input
+    range, as in the authors' code for Rahaman et al. 2019.
+    """
+    rng = as_rng(seed)
+    widths = [check_positive_int(w, f"widths[{i}]") for i, w in enumerate(widths)]
+    ws, bs = [], []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        bound = 1.0 / np.sqrt(n_in)
+        ws.append(rng.uniform(-bound, bound, (n_out, n_in)))
+        bs.append(rng.uniform(-bound, bound, n_out))
+    return MLP(tuple(ws), tuple(bs), activation)
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralRun:
+    """The outcome of :func:`spectral_dynamics`.
+
+    Attributes
+    ----------
+    steps : ints ``(R,)``; normalized : ``(R, m)`` |f̃(k_i)|/A_i; loss : ``(R,)``
+    frequencies : ``(m,)``; amplitudes : ``(m,)``; phases : ``(m,)``
+    net : the trained MLP; status : the training run's status
+    """
+
+    steps: np.ndarray
+    normalized: np.ndarray
+    loss: np.ndarray
+    frequencies: np.ndarray
+    amplitudes: np.ndarray
+    phases: np.ndarray
+    net: MLP
+    status: str
+
+    def learning_times(self, fraction: float = 0.5) -> np.ndarray:
+        """See :func:`learning_times`."""
+        return learning_times(self.steps, self.normalized, fraction)
+
+
+def spectral_dynamics(widths=(1, 64, 64, 1), frequencies=PAPER_FREQUENCIES, amplitudes=None,
+                      phases=None, n_points: int = 200, lr: float = 3e-4, steps: int = 2000,
+                      every=10, seed=0, init="pytorch", activation="relu") -> SpectralRun:
+    """Train an MLP on the sum of sines with full-batch Adam and record its spectrum.
+
+    The experiment of Rahaman et al. 2019 (§3, Fig. 1), through
+    :func:`refnet.training.train` (``optimizer="adam"``, loss ``mse`` =
+    (1/N) Σ ½(f − λ)²; Adam is invariant to the loss scale but for its ε).
+
+    Parameters
+    ----------
+    widths : ``(1, n_1, ..., 1)``
+    frequencies : ints ``(m,)``; amplitudes : ``(m,)`` (default all 1)
+    phases : ``(m,)`` or None (None: :func:`random_phases` from ``seed``)
+    n_points : N, the training grid t_j = j/N (also the FFT grid)
+    lr, steps : Adam step size and number of updates
+    every : recording schedule (see :func:`refnet.training.record_schedule`)
+    seed : int or Generator: the phases (if None), then the network's initialisation
+    init : ``"pytorch"`` (the authors' setup, :func:`pytorch_init`) or an ``init`` of
+        :meth:`MLP.init` (note that refnet's named inits have zero biases, which put every
+        first-layer kink of a 1-input ReLU network at t = 0)
+    activation : str
+
+    Returns
+    -------
+    SpectralRun
+    """
+    from .training import train
+
+    rng = as_rng(seed)
+    n_points = check_positive_int(n_points, "n_points", minimum=2)
+    k = _check_freqs(frequencies, n_points=n_points)
+    a = np.ones(k.size) if amplitudes is None else _check_amps(amplitudes, k.size)
+    ph = random_phases(k.size, rng) if phases is None else as_float_array(
+        phases, "phases", shape=(k.size,))
+    widths = tuple(widths)
+    if len(widths) < 2 or widths[0] != 1 or widths[-1] != 1:
+        raise ValueError(f"widths: expected (1, ..., 1) for a scalar function of t; received "
+                         f"{widths!r}")
+    if init == "pytorch":
+        net = pytorch_init(widths, activation=activation, seed=rng)
+    else:
+        net = MLP.init(widths, activation=activation, init=init, seed=rng)
+    t = grid(n_points)
+    y = sum_of_sines(t, k, a, ph)
+    run = train(net, t, y, loss="mse", optimizer="adam", lr=lr, steps=steps, every=every,
+                record=("loss",), callback=spectral_recorder(k, a, n_points, key="spectral"),
+                diverge_factor=None)
+    h = run.history
+    return SpectralRun(np.asarray(h["steps"]), np.asarray(h["spectral"]), np.asarray(h["loss"]),
+                       k, a, ph, run.net, run.status)
