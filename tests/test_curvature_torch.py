@@ -15,27 +15,8 @@ from refnet.cases import random_case
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-TORCH_ACT = {
-    "identity": lambda z: z, "relu": torch.relu, "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
-    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus,
-    "gelu": lambda z: F.gelu(z, approximate="none"), "sin": torch.sin,
-}
+from torch_ref import torch_forward  # noqa: E402
 REL = 1e-10
-
-
-def torch_forward(net, theta, x):
-    """The same network in torch, from refnet's flat parameter layout."""
-    k, a = 0, x
-    for l, w in enumerate(net.weights):
-        W = theta[k:k + w.size].reshape(w.shape)
-        k += w.size
-        a = a @ W.T
-        if net.has_bias:
-            a = a + theta[k:k + w.shape[0]]
-            k += w.shape[0]
-        if l < net.depth - 1:
-            a = TORCH_ACT[net.activation](a)
-    return a
 
 
 def torch_loss_fn(case, convention="refnet"):

@@ -12,11 +12,7 @@ from refnet.local_rank import jacobian_singular_values, local_rank, rank_thresho
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-TORCH_ACT = {
-    "identity": lambda z: z, "relu": torch.relu, "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
-    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus,
-    "gelu": lambda z: F.gelu(z, approximate="none"), "sin": torch.sin,
-}
+from torch_ref import TORCH_ACT  # noqa: E402
 
 from test_local_rank import factored  # noqa: E402  (the same generated cases)
 

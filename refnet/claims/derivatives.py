@@ -85,7 +85,7 @@ def input_jacobians_match_fd(case: NetCase) -> Check:
     net, x = case.net, case.x
     n, d = x.shape
     Js = input_jacobians(net, x)
-    worst, wdiff, h, skip = 0.0, 0.0, None, None
+    worst, wdiff, skip = 0.0, 0.0, None
     for l in range(1, net.depth + 1):
         def z_l(xf, l=l):
             return _forward(net, xf.reshape(n, d)).pre[l - 1]
