@@ -103,12 +103,15 @@ def per_example_grads(net, x, y, loss="mse") -> np.ndarray:
     n = x.shape[0]
     tr = _forward(net, x)
     deltas = backward_deltas(net, tr, lo.grad(tr.output, y) * n)
-    parts = []
-    for l, d in enumerate(deltas):
-        parts.append(np.einsum("ni,nj->nij", d, tr.post[l]).reshape(n, -1))
-        if net.has_bias:
-            parts.append(d)
-    return np.concatenate(parts, axis=1)
+    out = np.empty((n, net.n_params))
+    for l, (d, (sw, sb)) in enumerate(zip(deltas, net.param_slices())):
+        # row i of layer l's block is the outer product δ_{l,i} a_{l-1,i}ᵀ, written in place
+        block = out[:, sw].reshape(n, *net.weights[l].shape)  # a view: rows are contiguous
+        assert np.may_share_memory(block, out)
+        np.multiply(d[:, :, None], tr.post[l][:, None, :], out=block)
+        if sb is not None:
+            out[:, sb] = d
+    return out
 
 
 def vjp(net, x, u):

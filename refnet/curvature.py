@@ -296,7 +296,7 @@ def _lanczos(op, P, k, which, tol, rng, maxiter, ncv):
     coefficients and symmetrised. Residual estimate of a Ritz pair (θ, V y): β |y_last|.
     """
     nwant = 2 * k if which == "both" else k
-    V = np.zeros((P, ncv + 1))
+    V = np.zeros((P, ncv + 1), order="F")  # columns contiguous: V[:, :m] is one block
     F = np.zeros((ncv + 1, ncv + 1))
     v = rng.standard_normal(P)
     V[:, 0] = v / np.linalg.norm(v)

@@ -48,8 +48,13 @@ def _jacobians_upto(net: MLP, x: np.ndarray, last: int) -> list:
     J = np.broadcast_to(net.weights[0], (n,) + net.weights[0].shape).copy()
     out = [J]
     for l in range(1, last):
-        # J_{l+1} = W_{l+1} (φ'(z_l)[:, :, None] * J_l)
-        J = np.matmul(net.weights[l], dphi(tr.pre[l - 1])[:, :, None] * J)
+        # J_{l+1} = W_{l+1} D_l J_l, D_l = diag φ'(z_l): scale whichever factor is smaller,
+        # the columns of W_{l+1} (n, n_{l+1}, n_l) or the rows of J_l (n, n_l, d_in)
+        W, d = net.weights[l], dphi(tr.pre[l - 1])
+        if W.shape[0] < J.shape[2]:
+            J = np.matmul(W * d[:, None, :], J)
+        else:
+            J = np.matmul(W, d[:, :, None] * J)
         out.append(J)
     return out
 
