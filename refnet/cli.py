@@ -423,6 +423,8 @@ def _register_oracle(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``refnet`` argument parser: subcommands claims, compute, compare, quantities,
+    fixtures."""
     p = _Parser(prog="refnet", description="refnet: a NumPy reference "
                 "implementation and test oracle for deep-learning theory.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -443,6 +445,9 @@ _EXTRA_COMMANDS: list = []
 
 
 def main(argv=None) -> int:
+    """Entry point of the ``refnet`` command (and ``python -m refnet``). Returns the exit
+    status: 0 success, 1 a claim or comparison failed, 2 bad input (one line on stderr),
+    130 interrupted."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -39,13 +39,22 @@ from .activations import get_activation
 from .mlp import MLP, _forward
 
 __all__ = ["FDResult", "TaylorResult", "default_step", "directional_derivative", "gradient",
-           "jacobian", "taylor_test", "crosses_kink", "SAFETY", "REL_NOISE"]
+           "jacobian", "taylor_test", "crosses_kink", "SAFETY", "REL_NOISE", "gamma"]
 
 EPS = np.finfo(np.float64).eps
 #: default relative evaluation noise of the function differenced
 REL_NOISE = 64 * EPS
 #: multiplier from the error *estimate* to the bound used by checks
 SAFETY = 10.0
+
+
+def gamma(k: float, u: float = EPS) -> float:
+    """γ_k(u) = k·u / (1 − k·u), the bound on |Π(1 + δ_i)^{±1} − 1| for k roundings with
+    |δ_i| ≤ u (Higham 2002, *Accuracy and Stability of Numerical Algorithms*, Lemma 3.1);
+    ∞ once k·u ≥ 1. The default u = eps = 2⁻⁵² is twice float64's unit roundoff: the
+    conservative constant every rounding bound of refnet's claims uses."""
+    ku = k * u
+    return ku / (1.0 - ku) if ku < 1 else float("inf")
 
 
 @dataclass(frozen=True)

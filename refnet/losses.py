@@ -100,6 +100,9 @@ LOSSES: dict[str, Loss] = {
 
 
 def get_loss(name) -> Loss:
+    """The :class:`Loss` named ``name`` (``"mse"``: (1/n) Σ ½‖f − y‖², ``"cross_entropy"``:
+    (1/n) Σ logsumexp(f) − f_y); a ``Loss`` is returned as is. Raises ``ValueError`` naming
+    the known losses otherwise."""
     if isinstance(name, Loss):
         return name
     if not isinstance(name, str) or name not in LOSSES:

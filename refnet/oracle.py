@@ -99,6 +99,7 @@ from typing import Callable
 import numpy as np
 
 from ._validate import as_float_array, check_positive_float, check_positive_int
+from .fd import gamma
 from .activations import get_activation
 from .backprop import _check_net, prepare
 from .jacobians import _layer_index
@@ -132,12 +133,6 @@ def unit_roundoff(precision) -> float:
         raise TypeError(f"precision: expected a floating dtype (float16, float32, float64); "
                         f"received {dt}")
     return max(float(np.finfo(dt).eps) / 2, U64)
-
-
-def gamma(k: float, u: float) -> float:
-    """γ_k = k·u / (1 − k·u) (Higham 2002, Lemma 3.1); ∞ once k·u ≥ 1."""
-    ku = k * u
-    return ku / (1.0 - ku) if ku < 1 else math.inf
 
 
 # ============================================================================ the table

@@ -199,11 +199,6 @@ def _rounding_count(net: MLP, n: int) -> int:
                + net.d_out + 8)
 
 
-def gamma(k: int) -> float:
-    """γ_k = k·eps / (1 − k·eps), Higham's constant for k roundings."""
-    return k * EPS / (1.0 - k * EPS)
-
-
 def _rop(ctx: CurvatureContext, VT: np.ndarray, gauss_newton: bool = False) -> np.ndarray:
     """R-operator on cached data: ``VT (k, P)`` rows are directions; returns ``(k, P)`` rows
     H v (or G v with ``gauss_newton``)."""

@@ -34,7 +34,8 @@ from ..backprop import prepare
 from ..cases import NetCase, builtin_cases, random_case
 from ..curvature import (CurvatureOperator, _dense_from_operator, gauss_newton,
                          hessian_eigenvalues, hessian_trace, hvp, hvp_fd)
-from ..rop import _abs_context, _context, _rounding_count, gamma
+from ..fd import gamma
+from ..rop import _abs_context, _context, _rounding_count
 from ..mlp import MLP
 from . import Check, claim
 

@@ -40,12 +40,12 @@ import numpy as np
 from scipy.special import ndtri
 
 from .. import randomized as rd
+from ..fd import gamma
 from ..backprop import backward_deltas, prepare
 from ..cases import NetCase, random_case
 from ..mlp import _forward
 from . import Check, claim
 
-EPS = np.finfo(np.float64).eps
 ALPHA = 1e-4
 
 
@@ -64,10 +64,6 @@ class RandCase:
     def __repr__(self):
         return (f"RandCase({self.case!r}, sketch={self.sketch!r}, keep={self.keep!r}, "
                 f"rescale={self.rescale})")
-
-
-def _gamma(m):
-    return m * EPS / (1 - m * EPS)
 
 
 def _enumerate(rc: RandCase):
@@ -129,9 +125,13 @@ def _exact_cases(quick):
                  "gradient equals the exact gradient to rounding.",
        cases=_exact_cases)
 def randomized_grad_unbiased_exact(rc: RandCase) -> Check:
+    """value = max_j |Σ_c p_c ĝ_c − g|_j / bound_j over every sketch outcome c (exact
+    enumeration, :func:`refnet.randomized.enumerate_sketches`); bound 1, with
+    bound_j = 2 γ_m (Σ_c p_c S_c + s_g)_j: S_c, s_g the same sums of products with absolute
+    values (running-error bound of each ĝ_c and of g, Higham 2002 §3.1), m the longest chain."""
     g, s_g, p, G, S, m = _enumerate(rc)
     mean = p @ G
-    bound = 2 * _gamma(m) * (p @ S + s_g)
+    bound = 2 * gamma(m) * (p @ S + s_g)
     err = np.abs(mean - g)
     r, j = _ratio(err, bound)
     return Check(r, 1.0, f"{rc.sketch} keep={rc.keep}: max|E[ĝ]−g|={err.max():.2e} over "
@@ -155,7 +155,7 @@ def randomized_grad_covariance_exact(rc: RandCase) -> Check:
     cov = (Dv * p[:, None]).T @ Dv
     closed = rd.gradient_covariance(c.net, c.x, c.y, c.loss, rc.sketch, rc.keep)
     T = S + s_g
-    bound = 8 * _gamma(m) * ((T * p[:, None]).T @ T)
+    bound = 8 * gamma(m) * ((T * p[:, None]).T @ T)
     err = np.abs(cov - closed)
     r, j = _ratio(err, bound)
     return Check(r, 1.0, f"{rc.sketch} keep={rc.keep}: max|Cov_enum−Cov_closed|={err.max():.2e}"
@@ -185,6 +185,11 @@ def _mc_cases(quick):
                  "errors (alpha = 1e-4).",
        cases=_mc_cases)
 def randomized_grad_moments_mc(rc: RandCase) -> Check:
+    """Monte Carlo check of the continuous (Gaussian, Rademacher) sketches, which cannot be
+    enumerated: z-scores of the sample mean of ĝ − g and of the sample second moments
+    against the closed-form covariance, standard errors from the samples plus a rounding
+    term; value = the largest |z|, bound = the two-sided Bonferroni quantile z* at level
+    ALPHA over all tested entries (a false alarm has probability ≤ ALPHA)."""
     c = rc.case
     N = rc.draws
     _, g = _exact_grad(c)
@@ -193,7 +198,7 @@ def randomized_grad_moments_mc(rc: RandCase) -> Check:
     closed = rd.gradient_covariance(c.net, c.x, c.y, c.loss, rc.sketch, rc.keep)
     P = g.size
     D = G - g
-    gam = _gamma(N + max(c.net.widths) + c.x.shape[0] + 8)
+    gam = gamma(N + max(c.net.widths) + c.x.shape[0] + 8)
     # means
     mu = D.mean(0)
     se_mu = D.std(0, ddof=1) / math.sqrt(N) + 8 * gam * (np.abs(G).mean(0) + np.abs(g))

@@ -58,6 +58,11 @@ def _sine_cases(quick):
                  "A_i at each k_i < N/2 and 0 at every other frequency, to rounding.",
        cases=_sine_cases)
 def sine_spectrum_exact(case: SineCase) -> Check:
+    """value = max_k |Â_k − A_k| (A_k = 0 off the target frequencies); bound
+    2 δf + 10 ⌈log₂N⌉ eps ΣA + eps ΣA, with δf = Σ_i A_i eps (1 + 3 (2πk_i + |φ_i|)) + m eps ΣA
+    the sampling error of the m sines (argument and sin rounding, their sum); the FFT's error
+    relative to the amplitudes is ≤ 5 ⌈log₂N⌉ eps (Higham 2002, §24.1); the one-sided
+    normalisation 2|F_k|/N doubles both."""
     N = case.n_points
     k = np.asarray(case.frequencies)
     A = np.asarray(case.amplitudes, dtype=float)
@@ -118,6 +123,10 @@ def _order_cases(quick):
                  "(no higher frequency strictly earlier).",
        cases=_order_cases)
 def spectral_bias_order(case: SpectralCase) -> Check:
+    """value = max over pairs k_i < k_j of T(k_i) − T(k_j), T the first recorded step at which
+    the run-averaged normalised amplitude reaches ``case.fraction`` (∞ if never); bound 0:
+    no higher frequency is learned strictly earlier. A lowest frequency never learned
+    fails (value ∞)."""
     steps, mean, per_run = run_case(case)
     T = sp.learning_times(steps, mean, case.fraction)
     detail = (f"k={list(case.frequencies)}, T_{case.fraction:g}={T.tolist()} steps "
