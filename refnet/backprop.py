@@ -51,12 +51,30 @@ def backward_deltas(net: MLP, trace: Trace, delta_out: np.ndarray) -> list:
 
 def grads_from_deltas(net: MLP, trace: Trace, deltas) -> np.ndarray:
     """Flat parameter gradient Σ_batch ∂/∂θ from per-layer deltas (``(P,)``)."""
+    return _grads(net, trace.post, deltas)
+
+
+def _grads(net: MLP, post, deltas) -> np.ndarray:
+    """∂L/∂W_l = δ_lᵀ a_{l-1}, ∂L/∂b_l = Σ_batch δ_l, flattened (``post[l]`` = a_l, the layer
+    inputs; randomized backprop passes sketched ones)."""
     parts = []
     for l, d in enumerate(deltas):
-        parts.append((d.T @ trace.post[l]).ravel())
+        parts.append((d.T @ post[l]).ravel())
         if net.has_bias:
             parts.append(d.sum(0))
     return np.concatenate(parts)
+
+
+def _trace_and_deltas(net: MLP, x, y, lo):
+    """Forward trace and δ_l = ∂L/∂z_l on validated data (``lo`` a :class:`Loss`)."""
+    tr = _forward(net, x)
+    return tr, backward_deltas(net, tr, lo.grad(tr.output, y))
+
+
+def _loss_and_grad(net: MLP, x, y, lo):
+    """:func:`loss_and_grad` on validated data (the training loop's per-step call)."""
+    tr, deltas = _trace_and_deltas(net, x, y, lo)
+    return lo.value(tr.output, y), _grads(net, tr.post, deltas)
 
 
 def loss(net, x, y, loss="mse") -> float:
@@ -85,9 +103,7 @@ def loss_and_grad(net, x, y, loss="mse"):
         ``per_example_grads(net, x, y, loss).mean(axis=0)``.
     """
     net, x, y, lo = prepare(net, x, y, loss)
-    tr = _forward(net, x)
-    deltas = backward_deltas(net, tr, lo.grad(tr.output, y))
-    return lo.value(tr.output, y), grads_from_deltas(net, tr, deltas)
+    return _loss_and_grad(net, x, y, lo)
 
 
 def per_example_grads(net, x, y, loss="mse") -> np.ndarray:

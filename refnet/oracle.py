@@ -600,13 +600,11 @@ def _mag_context(ctx, net, fw, lo, y, E_deltas, s=_S):
 
 
 def _second_order(q, net, x, y, lo, v, k, fw, K, say):
-    from .rop import _abs_context, _context, apply
+    from .rop import _abs_context, _context, _rounding_count, apply
 
     n = x.shape[0]
     P = net.n_params
-    w = net.widths
-    K2 = int(2 * sum(a + b for a, b in zip(w[:-1], w[1:])) + 6 * net.depth + 2 * n
-             + net.d_out + 8)
+    K2 = _rounding_count(net, n)
     ctx = _context(net, x, y, lo)
     d, Ed = _output_delta(lo, fw.tr.output, y, fw.Ez[-1], n)
     _, E_deltas = _backward_mag(net, fw, d, Ed)

@@ -56,8 +56,8 @@ import numpy as np
 
 from ._validate import as_float_array, as_rng, check_choice, check_positive_int
 from .activations import get_activation
-from .backprop import backward_deltas, prepare
-from .mlp import MLP, _forward
+from .backprop import _grads, _trace_and_deltas, prepare
+from .mlp import MLP
 
 __all__ = ["SKETCHES", "Sketch", "Footprint", "sketch_sizes", "draw_sketches",
            "sketched_grad", "randomized_loss_and_grad", "randomized_grad", "sample_grads",
@@ -208,14 +208,14 @@ def _check_sketches(net, sketches, batch):
 
 
 def _grad_from(net, tr, deltas, sketches) -> np.ndarray:
-    parts = []
-    for l, d in enumerate(deltas):
-        a = tr.post[l]
-        a_t = a if sketches is None else sketches[l].restore(a)
-        parts.append((d.T @ a_t).ravel())
-        if net.has_bias:
-            parts.append(d.sum(0))
-    return np.concatenate(parts)
+    """Ĝ from exact deltas and sketched layer inputs M a (exact inputs if ``sketches`` is None)."""
+    post = tr.post if sketches is None else tuple(s.restore(a) for s, a in zip(sketches, tr.post))
+    return _grads(net, post, deltas)
+
+
+def _sketched(net, x, y, lo, sketches):
+    tr, deltas = _trace_and_deltas(net, x, y, lo)
+    return lo.value(tr.output, y), _grad_from(net, tr, deltas, sketches)
 
 
 def sketched_grad(net, x, y, sketches, loss="mse"):
@@ -236,9 +236,7 @@ def sketched_grad(net, x, y, sketches, loss="mse"):
     """
     net, x, y, lo = prepare(net, x, y, loss)
     _check_sketches(net, sketches, x.shape[0])
-    tr = _forward(net, x)
-    deltas = backward_deltas(net, tr, lo.grad(tr.output, y))
-    return lo.value(tr.output, y), _grad_from(net, tr, deltas, sketches)
+    return _sketched(net, x, y, lo, sketches)
 
 
 def randomized_loss_and_grad(net, x, y, loss="mse", sketch="sampling", keep=0.5, seed=0,
@@ -263,9 +261,7 @@ def randomized_loss_and_grad(net, x, y, loss="mse", sketch="sampling", keep=0.5,
     """
     net, x, y, lo = prepare(net, x, y, loss)
     sketches = draw_sketches(net, x.shape[0], sketch, keep, seed, rescale)
-    tr = _forward(net, x)
-    deltas = backward_deltas(net, tr, lo.grad(tr.output, y))
-    return lo.value(tr.output, y), _grad_from(net, tr, deltas, sketches)
+    return _sketched(net, x, y, lo, sketches)
 
 
 def randomized_grad(net, x, y, loss="mse", sketch="sampling", keep=0.5, seed=0,
@@ -292,8 +288,7 @@ def sample_grads(net, x, y, loss="mse", sketch="sampling", keep=0.5, draws=1000,
     draws = check_positive_int(draws, "draws")
     rng = as_rng(seed)
     b = x.shape[0]
-    tr = _forward(net, x)
-    deltas = backward_deltas(net, tr, lo.grad(tr.output, y))
+    tr, deltas = _trace_and_deltas(net, x, y, lo)
     widths = net.widths
     per_draw = max(b * n * (s if isinstance(s, int) and sketch in ("gaussian", "rademacher")
                             else 1) for n, s in zip(widths[:-1], sizes))
@@ -383,8 +378,7 @@ def gradient_covariance(net, x, y, loss="mse", sketch="sampling", keep=0.5) -> n
     """
     net, x, y, lo = prepare(net, x, y, loss)
     _check_sketch(sketch)
-    tr = _forward(net, x)
-    deltas = backward_deltas(net, tr, lo.grad(tr.output, y))
+    tr, deltas = _trace_and_deltas(net, x, y, lo)
     cov = np.zeros((net.n_params, net.n_params))
     for l, (d, (sw, _)) in enumerate(zip(deltas, net.param_slices())):
         C = sketch_covariance(tr.post[l], sketch, keep)
@@ -399,8 +393,7 @@ def gradient_variance(net, x, y, loss="mse", sketch="sampling", keep=0.5) -> np.
     Var Ĝ_l[r, c] = Σ_i δ_{l,i}[r]² C_{l,i}[c, c]; its sum is E‖ĝ − ∇L‖²."""
     net, x, y, lo = prepare(net, x, y, loss)
     sketch = _check_sketch(sketch)
-    tr = _forward(net, x)
-    deltas = backward_deltas(net, tr, lo.grad(tr.output, y))
+    tr, deltas = _trace_and_deltas(net, x, y, lo)
     var = np.zeros(net.n_params)
     for l, (d, (sw, _)) in enumerate(zip(deltas, net.param_slices())):
         a = tr.post[l]

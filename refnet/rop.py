@@ -45,7 +45,7 @@ from scipy.special import softmax
 from . import fd
 from ._validate import as_float_array, check_choice, check_positive_int
 from .activations import get_activation
-from .backprop import prepare
+from .backprop import _grads, _loss_and_grad, prepare
 from .mlp import MLP, Trace, _forward
 
 __all__ = ["CurvatureContext", "curvature_context", "hvp", "hvp_fd", "CHUNK_FLOATS"]
@@ -99,12 +99,7 @@ class CurvatureContext:
 
     def gradient(self) -> np.ndarray:
         """∇_θ L ``(P,)`` from the cached deltas (one matrix product per layer)."""
-        parts = []
-        for l, d in enumerate(self.deltas):
-            parts.append((d.T @ self.post[l]).ravel())
-            if self.net.has_bias:
-                parts.append(d.sum(0))
-        return np.concatenate(parts)
+        return _grads(self.net, self.post, self.deltas)
 
 
 def _loss_hessian_apply(lo, f, y, absolute=False):
@@ -322,7 +317,7 @@ def hvp(net, x, y, v, loss="mse", method: str = "exact", richardson: int = 1):
 
 def _grad_fn(net, x, y, lo):
     """θ -> ∇_θ L by backprop on already validated data."""
-    return lambda theta: _context(net.with_params(theta), x, y, lo).gradient()
+    return lambda theta: _loss_and_grad(net.with_params(theta), x, y, lo)[1]
 
 
 def _gradient_noise(ctx: CurvatureContext) -> float:

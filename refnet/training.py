@@ -60,8 +60,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import as_rng, check_choice, check_positive_float, check_positive_int
-from .backprop import backward_deltas, grads_from_deltas, prepare
-from .mlp import MLP, _forward
+from .backprop import _loss_and_grad, prepare
+from .mlp import MLP
 
 __all__ = ["Run", "train", "record_schedule", "OPTIMIZERS", "RECORDS"]
 
@@ -180,12 +180,6 @@ def _net_view(template: MLP, theta: np.ndarray, slices) -> MLP:
     object.__setattr__(out, "biases", tuple(bs) if template.has_bias else None)
     object.__setattr__(out, "activation", template.activation)
     return out
-
-
-def _loss_grad(net, x, y, lo):
-    tr = _forward(net, x)
-    deltas = backward_deltas(net, tr, lo.grad(tr.output, y))
-    return lo.value(tr.output, y), grads_from_deltas(net, tr, deltas)
 
 
 def train(net, x, y, loss="mse", optimizer="gd", lr=0.01, steps=1000, batch_size=None, seed=0,
@@ -387,7 +381,7 @@ def train(net, x, y, loss="mse", optimizer="gd", lr=0.01, steps=1000, batch_size
         while True:
             recording = t in rec_set or t == steps
             if full_batch or recording or t == 0:
-                value, grad = _loss_grad(cur, x, y, lo)
+                value, grad = _loss_and_grad(cur, x, y, lo)
             else:
                 value, grad = None, None
             if t == 0:
@@ -407,7 +401,7 @@ def train(net, x, y, loss="mse", optimizer="gd", lr=0.01, steps=1000, batch_size
                 idx = perm[pos * bs:(pos + 1) * bs]
                 pos += 1
                 if grad_fn is None:
-                    bval, bgrad = _loss_grad(cur, x[idx], y[idx], lo)
+                    bval, bgrad = _loss_and_grad(cur, x[idx], y[idx], lo)
                 else:
                     bval, bgrad = _call_grad_fn(grad_fn, cur, x[idx], y[idx], lo.name, rng,
                                                 theta.size, t)
