@@ -106,10 +106,10 @@ def test_fd_comparison_detects_a_wrong_hvp():
     v = np.random.default_rng(0).standard_normal(net.n_params)
     res = C.hvp_fd(net, x, y, v)
     good = C.hvp(net, x, y, v)
-    assert np.max(np.abs(good - res.value) / res.error) <= refnet.fd.SAFETY
-    assert np.max(np.abs(good * (1 + 1e-6) - res.value) / res.error) > refnet.fd.SAFETY
+    assert CC.fd_check(good, res).holds
+    assert not CC.fd_check(good * (1 + 1e-6), res).holds
     gn = C.gauss_newton_operator(net, x, y) @ v   # H without the residual terms
-    assert np.max(np.abs(gn - res.value) / res.error) > refnet.fd.SAFETY
+    assert not CC.fd_check(gn, res).holds
 
 
 def test_h_equals_g_fails_away_from_zero_residual():
@@ -134,8 +134,7 @@ def test_linear_closed_form_needs_the_layout_permutation():
     """The closed form in the interleaved order (W row a, b_a) is NOT refnet's layout."""
     case = random_case(5, (3, 2), "identity", batch=4)
     H = C.hessian(case.net, case.x, case.y)
-    Hc, _ = CC.linear_closed_form(case.net, case.x, case.y, "mse")
-    np.testing.assert_allclose(H, Hc, rtol=1e-13, atol=1e-15)
+    assert CC.linear_model_hessian_closed_form(case).holds
     xt = np.hstack([case.x, np.ones((4, 1))])
     interleaved = np.kron(np.eye(2), xt.T @ xt / 4)
     assert np.max(np.abs(H - interleaved)) > 0.1
@@ -193,7 +192,7 @@ def test_hvp_fd_reports_error_and_handles_zero_residual():
     ex = C.hvp(case.net, case.x, y0, v)
     assert res.value.shape == ex.shape == res.error.shape
     assert np.all(res.error > 0) and np.all(np.isfinite(res.error))
-    assert np.max(np.abs(res.value - ex) / res.error) <= refnet.fd.SAFETY
+    assert CC.fd_check(ex, res).holds
     assert res.error.max() < 1e-6 * np.abs(ex).max()
     assert res.evaluations == 2 * (1 + 2)
 
@@ -204,9 +203,9 @@ def test_relu_hessian_drops_the_kink_terms():
     case = random_case(9, (3, 6, 2), "relu", batch=5)
     ctx = HV.curvature_context(case.net, case.x, case.y)
     assert all(g is None for g in ctx.gd2)
-    H = C.hessian(case.net, case.x, case.y)
-    # finite differences agree away from kinks (checked by the claim); symmetric as well
-    assert np.max(np.abs(H - H.T)) == 0.0
+    # unsymmetrised H symmetric to rounding, and H = G at zero residual (φ'' contributes nothing)
+    assert CC.hessian_symmetric(case).holds
+    assert CC.h_equals_g_check(case.net, case.x, case.net(case.x)).holds
 
 
 # ============================================================================ dense matrices
@@ -241,8 +240,6 @@ def test_gauss_newton_dense_equals_operator_and_residual(case):
     Gop = C.gauss_newton_operator(net, x, y, lo) @ np.eye(net.n_params)
     scale = max(np.abs(G).max(), 1e-300)
     np.testing.assert_allclose(G, Gop, rtol=0, atol=1e-12 * scale)
-    R = C.hessian_residual(net, x, y, lo)
-    np.testing.assert_allclose(R, C.hessian(net, x, y, lo) - G, rtol=0, atol=1e-15 * scale)
 
 
 def test_hessian_residual_vanishes_for_a_linear_model():
@@ -356,11 +353,14 @@ def test_trace_exact_and_hutchinson():
     case = random_case(18, (3, 6, 4, 2), "sigmoid", batch=5)
     H = C.hessian(case.net, case.x, case.y)
     t = C.hessian_trace(case.net, case.x, case.y)
-    assert t.value == pytest.approx(np.trace(H), rel=1e-13) and t.stderr == 0
+    # the same diagonal entries summed in two orders: within 2 γ_P Σ|H_ii| (Higham 2002, §4.2)
+    P = case.net.n_params
+    assert abs(t.value - np.trace(H)) <= 2 * refnet.fd.gamma(P) * np.abs(np.diag(H)).sum()
+    assert t.stderr == 0
     assert float(t) == t.value and t.n_hvps == case.net.n_params
     h = C.hessian_trace(case.net, case.x, case.y, method="hutchinson", n_samples=300, seed=1)
     assert h.n_samples == 300 and h.n_hvps == 300 and h.stderr > 0
-    assert abs(h.value - t.value) <= 4 * h.stderr
+    assert CC.hutchinson_trace_within_standard_errors(case).holds
     h2 = C.hessian_trace(case.net, case.x, case.y, method="hutchinson", n_samples=300, seed=1)
     assert h2 == h
 

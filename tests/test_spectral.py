@@ -97,8 +97,10 @@ def test_fitted_target_has_unit_normalised_amplitude():
     """The target itself has |λ̃(k_i)|/A_i = 1 (and a learned network tends to it)."""
     k, A = sp.PAPER_FREQUENCIES, 0.1 * np.arange(1, 11)
     ph = sp.random_phases(10, 0)
+    check = C.sine_spectrum_exact(C.SineCase(200, tuple(k), tuple(A), tuple(ph)))
+    assert check.holds
     y = sp.sum_of_sines(sp.grid(200), k, A, ph)
-    np.testing.assert_allclose(sp.normalized_amplitudes(y, k, A), 1.0, rtol=1e-12)
+    assert np.all(np.abs(sp.normalized_amplitudes(y, k, A) - 1.0) * A <= check.bound)
 
 
 def test_learning_times():

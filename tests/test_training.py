@@ -57,15 +57,19 @@ def test_gd_converged_minimum_is_stable(case):
 
 
 def test_gd_converged_minimum_is_stable_can_fail():
-    """A minimum found with a small step is not stable for a step above 2/λ_max there, and
-    the stability check reports it."""
+    """The claim's check fails on a GD run that 'converges' at an unstable minimum: started
+    exactly at a minimum found with a small step, GD with η = 1.5 · 2/λ_max stops there at
+    step 0 (its unstable component is zero), and the stability check reports λ_max > 2/η."""
     case = T.StableGDCase((3, 4, 1), 0.5, 1)
     net, x, y = case.build()
     run = train(net, x, y, lr=0.05, steps=5000, tol=1e-10)
     assert run.status == "converged"
     lam = refnet.curvature.sharpness(run.net, x, y, tol=1e-10)
-    excess, _ = T.stability_excess(run.net, x, y, eta=1.5 * 2 / lam)
-    assert excess > 0.3 * lam
+    eta = 1.5 * 2 / lam
+    assert T.stability_check(run.net, x, y, 0.05).holds   # stable for the step that found it
+    again = train(run.net, x, y, lr=eta, steps=100, tol=1e-10)
+    assert again.status == "converged" and again.final_step == 0
+    assert not T.stability_check(again.net, x, y, eta).holds
 
 
 def test_linear_hessian_closed_form():

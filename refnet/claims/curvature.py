@@ -138,6 +138,12 @@ def hvp_matches_fd(case: NetCase) -> Check:
     res = hvp_fd(net, x, y, v, lo)
     if fd.crosses_kink(net, x, res.h, dparams=v):
         return Check(0.0, fd.SAFETY, "stencil crosses a kink: not differentiable there, skipped")
+    return fd_check(exact, res)
+
+
+def fd_check(exact: np.ndarray, res) -> Check:
+    """|exact − fd| ≤ ``SAFETY`` × the FD error estimate entrywise (``res`` an
+    :class:`refnet.fd.FDResult`); value = worst |exact − fd| / error."""
     diff = np.abs(exact - res.value)
     r = _ratio(diff, res.error)
     return Check(r, fd.SAFETY, f"max|diff|={diff.max():.2e}, max|Hv|={np.abs(exact).max():.2e}, "
