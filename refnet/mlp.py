@@ -209,6 +209,19 @@ class MLP:
                 bs.append(theta[sb])
         return MLP(tuple(ws), tuple(bs) if self.has_bias else None, self.activation)
 
+    def _view(self, theta: np.ndarray) -> "MLP":
+        """Like :meth:`with_params` but trusted: ``theta`` is a validated float64 ``(P,)``
+        array the caller never modifies again; it is made read-only and the new network's
+        arrays are views of it (no validation, no copies: the training loop's per-step
+        network, where :meth:`with_params` costs more than a small network's gradient)."""
+        theta.flags.writeable = False
+        layers = self.unflatten(theta)
+        out = object.__new__(MLP)
+        object.__setattr__(out, "weights", tuple(w for w, _ in layers))
+        object.__setattr__(out, "biases", tuple(b for _, b in layers) if self.has_bias else None)
+        object.__setattr__(out, "activation", self.activation)
+        return out
+
     def unflatten(self, v, name: str = "v"):
         """Split a flat ``(n_params,)`` vector into per-layer ``(dW, db or None)`` views."""
         v = np.asarray(v)

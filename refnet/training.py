@@ -165,21 +165,6 @@ def _check_kw(kw, name):
     return dict(kw)
 
 
-def _net_view(template: MLP, theta: np.ndarray, slices) -> MLP:
-    """An MLP like ``template`` whose arrays are read-only views of ``theta`` (a fresh
-    array the loop never modifies), built without :class:`MLP`'s validation and copies:
-    :meth:`MLP.with_params` costs more than a small network's gradient."""
-    theta.flags.writeable = False
-    ws, bs = [], []
-    for w, (sw, sb) in zip(template.weights, slices):
-        ws.append(theta[sw].reshape(w.shape))
-        if sb is not None:
-            bs.append(theta[sb])
-    out = object.__new__(MLP)
-    object.__setattr__(out, "weights", tuple(ws))
-    object.__setattr__(out, "biases", tuple(bs) if template.has_bias else None)
-    object.__setattr__(out, "activation", template.activation)
-    return out
 
 
 def train(net, x, y, loss="mse", optimizer="gd", lr=0.01, steps=1000, batch_size=None, seed=0,
@@ -454,7 +439,7 @@ def train(net, x, y, loss="mse", optimizer="gd", lr=0.01, steps=1000, batch_size
                 theta = theta - lr * mhat / (np.sqrt(vhat) + eps_adam)
             t += 1
             if np.all(np.isfinite(theta)):
-                cur = _net_view(net, theta, slices)
+                cur = net._view(theta)
             else:
                 status, diverged_at = "diverged", t
                 message = f"diverged at step {t}: non-finite parameters after the update"
