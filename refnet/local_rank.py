@@ -160,13 +160,20 @@ def jacobian_singular_values(net, x, layer=None, batch_size: int = 256):
     last = net.depth if l is None else l
     layers = range(1, last + 1) if l is None else [l]
     out = {k: [] for k in layers}
-    for sl in _chunks(x.shape[0], batch_size):
-        Js = _jacobians_upto(net, x[sl], last)
-        for k in layers:
-            out[k].append(np.linalg.svd(Js[k - 1], compute_uv=False))
-        del Js
+    for _, k, s in _chunked_singular_values(net, x, layers, batch_size):
+        out[k].append(s)
     res = [np.concatenate(out[k], axis=0) for k in layers]
     return res[0] if l is not None else res
+
+
+def _chunked_singular_values(net, x, layers, batch_size):
+    """Yield ``(rows, layer, σ (len(rows), min(n_l, d_in)))`` chunk by chunk: one chunk's
+    Jacobians in memory at a time."""
+    for sl in _chunks(x.shape[0], batch_size):
+        Js = _jacobians_upto(net, x[sl], max(layers))
+        for k in layers:
+            yield sl, k, np.linalg.svd(Js[k - 1], compute_uv=False)
+        del Js
 
 
 def local_rank(net, x, layer=None, atol=None, rtol=None, batch_size: int = 256,
@@ -214,13 +221,9 @@ def local_rank(net, x, layer=None, atol=None, rtol=None, batch_size: int = 256,
     layers = list(range(1, last + 1)) if l is None else [l]
     n = x.shape[0]
     ranks = np.empty((n, len(layers)), dtype=np.int64)
-    for sl in _chunks(n, batch_size):
-        Js = _jacobians_upto(net, x[sl], last)
-        for j, k in enumerate(layers):
-            J = Js[k - 1]
-            s = np.linalg.svd(J, compute_uv=False)
-            ranks[sl, j] = _ranks_from_sv(s, J.shape[1:], atol, rtol)
-        del Js
+    col = {k: j for j, k in enumerate(layers)}
+    for sl, k, s in _chunked_singular_values(net, x, layers, batch_size):
+        ranks[sl, col[k]] = _ranks_from_sv(s, (net.widths[k], net.d_in), atol, rtol)
     mean = ranks.mean(axis=0)
     if l is not None:
         mean, ranks = float(mean[0]), ranks[:, 0]

@@ -54,16 +54,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import as_float_array, as_rng, check_positive_float, check_positive_int
-from .mlp import MLP
+from .mlp import MLP, _frozen
 
 __all__ = ["Univariate", "to_univariate", "to_mlp", "knots", "weight_function",
            "weighted_tv1", "stable_minima_bound", "effective_knots", "EffectiveKnots",
            "make_1d_regression"]
-
-
-def _frozen(a):
-    a.flags.writeable = False
-    return a
 
 
 @dataclass(frozen=True, eq=False)
