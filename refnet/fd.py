@@ -106,17 +106,27 @@ def directional_derivative(fun, x, v, h=None, richardson: int = 1,
         fm = np.asarray(fun(x - hj * v), dtype=np.float64)
         fmax = max(fmax, float(np.max(np.abs(fp), initial=0)), float(np.max(np.abs(fm), initial=0)))
         D.append((fp - fm) / (2 * hj))
-    # tableau of values and of their weights on the D_0(h_j)
     T = D
-    W = list(np.eye(len(hs)))
     for k in range(1, r + 1):
         c = 4.0 ** k
         T = [(c * T[j + 1] - T[j]) / (c - 1) for j in range(len(T) - 1)]
-        W = [(c * W[j + 1] - W[j]) / (c - 1) for j in range(len(W) - 1)]
     value = T[1]
     trunc = np.abs(T[0] - T[1]) / (4.0 ** (r + 1) - 1)
-    rounding = float(np.sum(np.abs(W[1]) / hs)) * rel_noise * fmax
+    rounding = richardson_noise_factor(h, r) * rel_noise * fmax
     return FDResult(value, trunc + rounding, float(h), 2 * len(hs))
+
+
+def richardson_noise_factor(h: float, r: int) -> float:
+    """Σ_j |w_j| / h_j for the Richardson value T_r(1) = Σ_j w_j D_0(h_j) of
+    :func:`directional_derivative` (steps h_j = h / 2^j, j = 0..r+1, weights from the same
+    tableau applied to unit vectors): the factor that turns an absolute evaluation noise ε
+    into the derivative's rounding error Σ_j |w_j| ε / h_j."""
+    hs = h / 2.0 ** np.arange(r + 2)
+    W = list(np.eye(r + 2))
+    for k in range(1, r + 1):
+        c = 4.0 ** k
+        W = [(c * W[j + 1] - W[j]) / (c - 1) for j in range(len(W) - 1)]
+    return float(np.sum(np.abs(W[1]) / hs))
 
 
 def gradient(fun, x, h=None, richardson: int = 1, rel_noise: float = REL_NOISE) -> FDResult:

@@ -350,18 +350,6 @@ def _gradient_noise(ctx: CurvatureContext) -> float:
     return float(np.sqrt(_rounding_count(net, n))) * EPS * worst
 
 
-def _richardson_rounding_factor(h: float, r: int) -> float:
-    """Σ_j |w_j| / h_j for the Richardson value T_r(1) = Σ_j w_j D_0(h_j) of
-    :func:`refnet.fd.directional_derivative` (steps h_j = h / 2^j, j = 0..r+1): the factor
-    that turns an absolute evaluation noise into the rounding error of the derivative."""
-    hs = h / 2.0 ** np.arange(r + 2)
-    W = list(np.eye(r + 2))
-    for k in range(1, r + 1):
-        c = 4.0 ** k
-        W = [(c * W[j + 1] - W[j]) / (c - 1) for j in range(len(W) - 1)]
-    return float(np.sum(np.abs(W[1]) / hs))
-
-
 def _hvp_fd(net, x, y, lo, V, one, richardson):
     r = check_positive_int(richardson, "richardson", minimum=0)
     noise = _gradient_noise(_context(net, x, y, lo))
@@ -383,7 +371,7 @@ def _hvp_fd(net, x, y, lo, V, one, richardson):
         fmax[0] = 0.0
         # truncation estimate from refnet.fd; rounding added here with the gradient's own noise
         res = fd.directional_derivative(gfun, theta, V[:, j], richardson=r, rel_noise=0.0)
-        rounding = _richardson_rounding_factor(res.h, r) * max(noise, fd.REL_NOISE * fmax[0])
+        rounding = fd.richardson_noise_factor(res.h, r) * max(noise, fd.REL_NOISE * fmax[0])
         vals.append(res.value)
         errs.append(res.error + rounding)
         hmax, ev = max(hmax, res.h), ev + res.evaluations
