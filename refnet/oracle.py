@@ -672,11 +672,18 @@ def _second_order(q, net, x, y, lo, v, k, fw, K, say):
 # ---------------------------------------------------------------------------- singular values
 def _svd_perturbation(net, fw, layer):
     """σ(J_l) (n, m) descending, and δσ/γ parts: (‖E_J‖_F per input, max(m, d_in))."""
-    Js, Es = _input_jac_mag(net, fw, layer)
-    J, E = Js[-1], Es[-1]
-    s = np.linalg.svd(J, compute_uv=False)
-    eF = np.sqrt(np.einsum("nij,nij->n", E, E))
-    return s, eF, max(J.shape[1:])
+    return _svd_perturbations(net, fw, [layer])[0]
+
+
+def _svd_perturbations(net, fw, layers):
+    """:func:`_svd_perturbation` for several layers from one pass of the Jacobian chain."""
+    Js, Es = _input_jac_mag(net, fw, max(layers))
+    out = []
+    for l in layers:
+        J, E = Js[l - 1], Es[l - 1]
+        out.append((np.linalg.svd(J, compute_uv=False),
+                    np.sqrt(np.einsum("nij,nij->n", E, E)), max(J.shape[1:])))
+    return out
 
 
 def _lyapunov(net, fw, layer, k, K):
@@ -708,7 +715,7 @@ def _local_rank(net, x, fw, layer, rank_atol, rank_rtol, K, notes_fn):
     l = None if layer is None else _layer_index(net, layer)
     layers = list(range(1, net.depth + 1)) if l is None else [l]
     value = local_rank(net, x, layer=l, atol=rank_atol, rtol=rank_rtol)
-    svs = [_svd_perturbation(net, fw, j) for j in layers]
+    svs = _svd_perturbations(net, fw, layers)
     n = x.shape[0]
     rr = 0.0 if rank_rtol is None else float(rank_rtol)
 
