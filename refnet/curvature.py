@@ -29,11 +29,10 @@ from scipy.sparse.linalg import LinearOperator
 
 from . import fd
 from ._validate import as_rng, check_choice, check_positive_float, check_positive_int
-from .activations import get_activation
 from .backprop import prepare
 from .rop import CurvatureContext, _context, _hvp_fd, apply, hvp, hvp_fd
 from .jacobians import _param_jacobian
-from .mlp import _forward
+from .network import as_network
 
 __all__ = ["hvp", "hvp_fd", "CurvatureOperator", "hessian_operator", "gauss_newton_operator",
            "hessian", "gauss_newton", "hessian_residual", "EigResult", "hessian_eigenvalues",
@@ -166,7 +165,7 @@ def hessian(net, x, y, loss="mse", method: str = "exact", symmetrize: bool = Tru
         H = res.value
         info.update(evaluations=res.evaluations, error=res.error, h=res.h)
         kinked = np.zeros(P, dtype=bool)
-        if get_activation(net.activation).kinks and net.depth > 1:
+        if _has_kinks(net):
             e = np.zeros(P)
             for j in range(P):  # the FD check route, not a hot path
                 e[:] = 0.0
@@ -179,6 +178,13 @@ def hessian(net, x, y, loss="mse", method: str = "exact", symmetrize: bool = Tru
     if symmetrize:
         H = 0.5 * (H + H.T)
     return (H, info) if return_info else H
+
+
+def _has_kinks(net) -> bool:
+    """Does any activation of the network (past its input) have a kink (ReLU-type)?"""
+    from .layers import Activation
+    N = as_network(net)
+    return any(isinstance(a, Activation) and a.activation.kinks for a in N.layers[1:])
 
 
 def _loss_factor(lo, f, y) -> np.ndarray:
@@ -206,7 +212,7 @@ def gauss_newton(net, x, y, loss="mse") -> np.ndarray:
     """
     net, x, y, lo = prepare(net, x, y, loss)
     J = _param_jacobian(net, x)                      # (n, d, P)
-    B = _loss_factor(lo, _forward(net, x).output, y)  # (n, d, d)
+    B = _loss_factor(lo, net(x), y)                  # (n, d, d)
     M = np.matmul(B, J).reshape(-1, net.n_params)
     G = M.T @ M
     return 0.5 * (G + G.T)

@@ -41,7 +41,7 @@ from .mlp import MLP, _forward
 __all__ = ["FDResult", "TaylorResult", "default_step", "directional_derivative", "gradient",
            "jacobian", "taylor_test", "crosses_kink", "SAFETY", "REL_NOISE", "gamma"]
 
-EPS = np.finfo(np.float64).eps
+from ._constants import EPS  # noqa: E402
 #: default relative evaluation noise of the function differenced
 REL_NOISE = 64 * EPS
 #: multiplier from the error *estimate* to the bound used by checks

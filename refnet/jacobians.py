@@ -1,16 +1,20 @@
-"""Analytic Jacobians with respect to the input and the parameters, batched.
+"""Analytic Jacobians with respect to the input and the parameters, batched, on any network.
 
-Input Jacobians of the pre-activations (the layer chain rule):
+Input Jacobians by forward mode: the engine's tangent sweep from ẋ = the identity over the
+input features (k = D = size of one input), so layer i's output tangent *is* its Jacobian
+``∂v_i/∂x``. For an MLP that is the layer chain rule
 
     J_1(x) = W_1,   J_{l+1}(x) = W_{l+1} D_l(x) J_l(x),   D_l = diag φ'(z_l(x)),
 
-so ``J_l`` has shape ``(batch, n_l, d_in)``. Computed in forward mode, one
-batched matmul per layer (a ``D_l`` is never formed: it scales rows).
+with ``J_l`` of shape ``(batch, n_l, d_in)`` (a ``D_l`` is never formed: it scales rows).
 
-Parameter Jacobian of the output, ``(batch, d_out, n_params)``, by reverse mode
-with the d_out output directions carried as an extra batch axis:
+Layer numbering: an :class:`refnet.MLP` counts its linear layers (layer l is the
+pre-activation z_l, L the output), a :class:`refnet.Network` counts its layers (layer i is
+the output of ``layers[i-1]``).
 
-    ∂f_k/∂W_l = δ_l^{(k)} a_{l-1}ᵀ,   ∂f_k/∂b_l = δ_l^{(k)},   δ_L^{(k)} = e_k.
+Parameter Jacobian of the output, ``(batch, d_out, n_params)``, by reverse mode with the
+d_out output directions e_1..e_K as the direction axis and the batch axis kept:
+∂f_k/∂W_l = δ_l^{(k)} a_{l-1}ᵀ, ∂f_k/∂b_l = δ_l^{(k)}, δ_L^{(k)} = e_k.
 
 Neural tangent kernel: Θ(x, x') = J_θ(x) J_θ(x')ᵀ.
 """
@@ -20,56 +24,67 @@ import numbers
 
 import numpy as np
 
-from .activations import get_activation
+from . import engine
 from .backprop import _check_net
-from .mlp import MLP, _forward
+from .mlp import MLP
+from .network import as_network
 
 __all__ = ["input_jacobian", "input_jacobians", "param_jacobian", "ntk"]
 
 
-def _layer_index(net: MLP, layer) -> int:
-    """Normalise a 1-based layer number (``-1`` the output) to 1..L."""
-    if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, numbers.Integral):
-        raise TypeError(f"layer: expected an int in 1..{net.depth} or -1..-{net.depth}; "
-                        f"received {type(layer).__name__}")
+def _layer_index(net, layer) -> int:
+    """Normalise a 1-based layer number (``-1`` the output) to 1..depth."""
     L = net.depth
+    if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, numbers.Integral):
+        raise TypeError(f"layer: expected an int in 1..{L} or -1..-{L}; "
+                        f"received {type(layer).__name__}")
     if 1 <= layer <= L:
         return int(layer)
     if -L <= layer <= -1:
         return L + 1 + int(layer)
-    raise ValueError(f"layer: expected 1..{L} (1 is the first hidden layer's pre-activation, "
-                     f"{L} the output) or -1..-{L}; received {layer}")
+    what = ("1 is the first hidden layer's pre-activation, " if isinstance(net, MLP)
+            else "1 is the output of layers[0], ")
+    raise ValueError(f"layer: expected 1..{L} ({what}{L} the output) or -1..-{L}; "
+                     f"received {layer}")
 
 
-def _jacobians_upto(net: MLP, x: np.ndarray, last: int) -> list:
-    tr = _forward(net, x) if last > 1 else None
-    dphi = get_activation(net.activation).df
-    n = x.shape[0]
-    J = np.broadcast_to(net.weights[0], (n,) + net.weights[0].shape).copy()
-    out = [J]
-    for l in range(1, last):
-        # J_{l+1} = W_{l+1} D_l J_l, D_l = diag φ'(z_l): scale whichever factor is smaller,
-        # the columns of W_{l+1} (n, n_{l+1}, n_l) or the rows of J_l (n, n_l, d_in)
-        W, d = net.weights[l], dphi(tr.pre[l - 1])
-        if W.shape[0] < J.shape[2]:
-            J = np.matmul(W * d[:, None, :], J)
-        else:
-            J = np.matmul(W, d[:, :, None] * J)
-        out.append(J)
+def _engine_index(net, layer: int) -> int:
+    """Index into the engine's values of the net's layer ``layer`` (1-based)."""
+    return 2 * layer - 1 if isinstance(net, MLP) else layer
+
+
+def _jacobians_upto(net, x: np.ndarray, last: int, only=None) -> list:
+    """Input Jacobians ``(n, *f_l, *f_in)`` of the net's layers 1..``last`` (or of the
+    layers in ``only``), by the forward sweep from the identity tangent."""
+    N = as_network(net)
+    stop = _engine_index(net, last)
+    want = {_engine_index(net, l): l for l in (range(1, last + 1) if only is None else only)}
+    n, fin = x.shape[0], x.shape[1:]
+    D = int(np.prod(fin))
+    t = np.broadcast_to(np.eye(D).reshape((1, D) + fin), (n, D) + fin).copy()
+    out = []
+    for i, layer in enumerate(N.layers[:stop], start=1):
+        v, cache = layer.forward(x, True)
+        t, _ = layer.jvp(cache, t, None)
+        x = v
+        if i in want:                  # (n, D, *f) -> (n, *f, *f_in)
+            J = np.moveaxis(t, 1, -1).reshape((n,) + t.shape[2:] + fin)
+            out.append(np.ascontiguousarray(J))
     return out
 
 
 def input_jacobians(net, x) -> list:
-    """Jacobians of every layer's pre-activation w.r.t. the input, in one pass.
+    """Jacobians of every layer's output w.r.t. the input, in one pass.
 
     Parameters
     ----------
-    net : MLP
-    x : array ``(batch, d_in)``
+    net : MLP (layers = its pre-activations z_1..z_L) or Network (layers = its layers' outputs)
+    x : array ``(batch, *in_shape)``
 
     Returns
     -------
-    list of L arrays, element ``l-1`` of shape ``(batch, n_l, d_in)`` = ∂z_l/∂x
+    list of arrays, element ``l-1`` of shape ``(batch, *f_l, *in_shape)`` = ∂v_l/∂x;
+    for an MLP ``(batch, n_l, d_in)`` = ∂z_l/∂x.
     """
     net = _check_net(net)
     x = net.check_input(x)
@@ -77,36 +92,32 @@ def input_jacobians(net, x) -> list:
 
 
 def input_jacobian(net, x, layer: int = -1) -> np.ndarray:
-    """Jacobian of layer ``layer``'s pre-activation w.r.t. the input.
+    """Jacobian of one layer's output w.r.t. the input.
 
     Parameters
     ----------
     layer : int
-        1..L (1 = first hidden layer's pre-activation z_1, L = the output);
-        negative values count from the end, -1 = the output f(x) = z_L.
+        1..depth (MLP: 1 = first hidden pre-activation z_1, L = the output; Network: the
+        output of ``layers[layer-1]``); negative values count from the end, -1 = f(x).
 
     Returns
     -------
-    ndarray ``(batch, n_layer, d_in)``
+    ndarray ``(batch, *f_layer, *in_shape)``
     """
     net = _check_net(net)
     x = net.check_input(x)
-    return _jacobians_upto(net, x, _layer_index(net, layer))[-1]
+    layer = _layer_index(net, layer)
+    return _jacobians_upto(net, x, layer, only=(layer,))[-1]
 
 
-def _param_jacobian(net: MLP, x: np.ndarray) -> np.ndarray:
-    tr = _forward(net, x)
-    dphi = get_activation(net.activation).df
+def _param_jacobian(net, x: np.ndarray) -> np.ndarray:
+    N = as_network(net)
+    tr = engine.forward(N.layers, x)
     n, K = x.shape[0], net.d_out
-    d = np.broadcast_to(np.eye(K), (n, K, K)).copy()  # δ_L^{(k)} = e_k, shape (n, K, n_L)
-    parts = [None] * net.depth
-    for l in range(net.depth - 1, -1, -1):
-        a = tr.post[l]
-        gW = (d[:, :, :, None] * a[:, None, None, :]).reshape(n, K, -1)
-        parts[l] = (gW, d) if net.has_bias else (gW,)
-        if l > 0:
-            d = np.matmul(d, net.weights[l]) * dphi(tr.pre[l - 1])[:, None, :]
-    return np.concatenate([p for layer in parts for p in layer], axis=2)
+    u = np.broadcast_to(np.eye(K), (n, K, K)).copy()  # δ_L^{(k)} = e_k, shape (n, K, d_out)
+    out = np.zeros((n, K, N.n_params))
+    engine.backward(N.layers, tr, u, N.views(out), per_example=True)
+    return out
 
 
 def param_jacobian(net, x) -> np.ndarray:
@@ -114,7 +125,7 @@ def param_jacobian(net, x) -> np.ndarray:
 
     Returns
     -------
-    ndarray ``(batch, d_out, n_params)``, columns in the layout of :attr:`MLP.params`.
+    ndarray ``(batch, d_out, n_params)``, columns in the layout of ``net.params``.
     Memory is ``batch * d_out * n_params`` floats.
     """
     net = _check_net(net)
@@ -126,7 +137,7 @@ def ntk(net, x1, x2=None) -> np.ndarray:
 
     Parameters
     ----------
-    x1 : ``(n1, d_in)``; x2 : ``(n2, d_in)`` or None (then ``x2 = x1``)
+    x1 : ``(n1, *in_shape)``; x2 : ``(n2, *in_shape)`` or None (then ``x2 = x1``)
 
     Returns
     -------

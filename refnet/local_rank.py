@@ -53,6 +53,7 @@ import numpy as np
 
 from ._validate import check_positive_float, check_positive_int
 from .backprop import _check_net
+from .mlp import MLP
 from .jacobians import _jacobians_upto, _layer_index
 
 __all__ = ["local_rank", "jacobian_singular_values", "numerical_rank", "rank_threshold",
@@ -126,6 +127,13 @@ def numerical_rank(a, atol=None, rtol=None) -> np.ndarray:
     return _ranks_from_sv(s, a.shape[-2:], atol, rtol)
 
 
+def _output_sizes(net) -> list:
+    """Features per example of each of the net's layers (MLP: n_1..n_L)."""
+    if isinstance(net, MLP):
+        return list(net.widths[1:])
+    return [int(np.prod([1 if s is None else s for s in sh])) for sh in net.shapes[1:]]
+
+
 def _layers_arg(net, layer):
     if layer is None:
         return None
@@ -170,9 +178,9 @@ def _chunked_singular_values(net, x, layers, batch_size):
     """Yield ``(rows, layer, σ (len(rows), min(n_l, d_in)))`` chunk by chunk: one chunk's
     Jacobians in memory at a time."""
     for sl in _chunks(x.shape[0], batch_size):
-        Js = _jacobians_upto(net, x[sl], max(layers))
-        for k in layers:
-            yield sl, k, np.linalg.svd(Js[k - 1], compute_uv=False)
+        Js = _jacobians_upto(net, x[sl], max(layers), only=layers)
+        for k, J in zip(layers, Js):      # (n, *f_l, *f_in) as (n, size f_l, size f_in)
+            yield sl, k, np.linalg.svd(J.reshape(J.shape[0], -1, x[0].size), compute_uv=False)
         del Js
 
 
@@ -222,8 +230,9 @@ def local_rank(net, x, layer=None, atol=None, rtol=None, batch_size: int = 256,
     n = x.shape[0]
     ranks = np.empty((n, len(layers)), dtype=np.int64)
     col = {k: j for j, k in enumerate(layers)}
+    sizes = _output_sizes(net)
     for sl, k, s in _chunked_singular_values(net, x, layers, batch_size):
-        ranks[sl, col[k]] = _ranks_from_sv(s, (net.widths[k], net.d_in), atol, rtol)
+        ranks[sl, col[k]] = _ranks_from_sv(s, (sizes[k - 1], x[0].size), atol, rtol)
     mean = ranks.mean(axis=0)
     if l is not None:
         mean, ranks = float(mean[0]), ranks[:, 0]

@@ -228,6 +228,24 @@ class MLP:
         return [(v[sw].reshape(w.shape), None if sb is None else v[sb])
                 for w, (sw, sb) in zip(self.weights, self.param_slices())]
 
+    @property
+    def network(self):
+        """The equivalent :class:`refnet.Network` (Linear, φ, Linear, ..., Linear), whose
+        arrays are this network's (read-only) arrays; built once."""
+        net = self.__dict__.get("_network")
+        if net is None:
+            from .layers import Activation, Linear
+            from .network import Network
+            act = Activation(self.activation)
+            layers = []
+            for l, w in enumerate(self.weights):
+                layers.append(Linear._trusted(w, self.biases[l] if self.has_bias else None))
+                if l < self.depth - 1:
+                    layers.append(act)
+            net = Network(layers, (self.d_in,))
+            object.__setattr__(self, "_network", net)
+        return net
+
     # ------------------------------------------------------------------ evaluation
     def check_input(self, x, name: str = "x") -> np.ndarray:
         """Validated float64 copy of a ``(batch, d_in)`` input."""
