@@ -50,7 +50,8 @@ def torch_checks(case, v, hv, lam):
     acts = {"identity": lambda z: z, "relu": torch.relu,
             "leaky_relu": lambda z: F.leaky_relu(z, 0.01), "tanh": torch.tanh,
             "sigmoid": torch.sigmoid, "softplus": F.softplus,
-            "gelu": lambda z: F.gelu(z, approximate="none"), "sin": torch.sin}
+            "gelu": lambda z: F.gelu(z, approximate="none"), "sin": torch.sin,
+            "silu": F.silu, "elu": lambda z: F.elu(z, 1.0)}
     net = case.net
     x = torch.tensor(case.x)
 

@@ -218,9 +218,14 @@ def _as_c(c, name="c"):
     return arr
 
 
+def _slope(act) -> float:
+    """The negative-side slope of a leaky ReLU (its ``slope`` setting)."""
+    return float(dict(act.settings).get("slope", LEAKY_SLOPE))
+
+
 def _second_moment(act) -> float:
     """E phi(z)^2 for the positively homogeneous activations (closed form)."""
-    return {"identity": 1.0, "relu": 0.5, "leaky_relu": 0.5 * (1.0 + LEAKY_SLOPE ** 2)}[act.name]
+    return {"identity": 1.0, "relu": 0.5, "leaky_relu": 0.5 * (1.0 + _slope(act) ** 2)}[act.name]
 
 
 def _arccos_kernel(c):
@@ -235,7 +240,7 @@ def _closed_phiphi(act, q, c):
     k = _arccos_kernel(c)
     if act.name == "relu":
         return q * k
-    a = LEAKY_SLOPE
+    a = _slope(act)
     return q * ((1.0 + a * a) * k - 2.0 * a * _arccos_kernel(-c))
 
 
@@ -245,7 +250,7 @@ def _closed_dphidphi(act, c):
     p = (math.pi - np.arccos(c)) / (2.0 * math.pi)  # P(u1 > 0, u2 > 0)
     if act.name == "relu":
         return p
-    a = LEAKY_SLOPE
+    a = _slope(act)
     return a * a + a * (1.0 - a) + (1.0 - a) ** 2 * p
 
 

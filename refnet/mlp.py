@@ -80,7 +80,8 @@ class MLP:
     activation: str = "relu"
 
     def __post_init__(self):
-        get_activation(self.activation)
+        # the canonical spec, so "leaky_relu(slope=0.20)" == "leaky_relu(slope=0.2)"
+        object.__setattr__(self, "activation", get_activation(self.activation).spec)
         if isinstance(self.weights, np.ndarray) or not hasattr(self.weights, "__len__"):
             raise TypeError("weights: expected a sequence of 2-d arrays, one per layer; received "
                             f"{type(self.weights).__name__}")
