@@ -337,8 +337,11 @@ def correlation_map(c, activation, sigma_w, sigma_b, q=None, method="auto", n_no
     if method == "closed_form":
         e = _closed_phiphi(act, q, ca)
     else:
-        e = np.array([_expect_2d(act.f, act.f, q, float(ci), act.kinks, method, n_nodes)
-                      for ci in ca.ravel()]).reshape(ca.shape)
+        # positively homogeneous φ: E[φ(√q u₁)φ(√q u₂)] = q E[φ(u₁)φ(u₂)] at unit variance,
+        # which keeps a tiny (even subnormal) q from underflowing inside the quadrature
+        qe, scale = (1.0, q) if act.positively_homogeneous else (q, 1.0)
+        e = scale * np.array([_expect_2d(act.f, act.f, qe, float(ci), act.kinks, method, n_nodes)
+                              for ci in ca.ravel()]).reshape(ca.shape)
     out = (sigma_w ** 2 * e + sigma_b ** 2) / vq
     return float(out) if np.ndim(c) == 0 else out
 

@@ -389,7 +389,8 @@ def relu_map_quadrature_matches_closed_form(case: ReluMapCase) -> Check:
     ``E[z^2; |z| > 9] < 2e-17``. What remains is rounding: the outer and inner
     dot products of n_o + n_i <= 2200 terms with positive weights have error
     ``<= (n_o + n_i) u E|phi phi|``, scaled by sigma_w^2 q / V(q) <= 1 in C, plus the
-    closed form's few ulps: bound ``(2200 u + 2e-17) (1 + sigma_w^2 q / V(q)) + 16 eps``.
+    closed form's few ulps: bound ``(2200 u + 2e-17) (1 + sigma_w^2 q / V(q)) + 16 eps``,
+    plus the absolute error of gradual underflow when q is subnormal (2216 · 2⁻¹⁰⁷⁵ / V(q)).
     """
     act = case.activation
     q = _map_q(act, case.sigma_w, case.sigma_b)
@@ -401,8 +402,12 @@ def relu_map_quadrature_matches_closed_form(case: ReluMapCase) -> Check:
                                          **kw)
                 - mf.correlation_map_slope(c, act, case.sigma_w, case.sigma_b,
                                            method="closed_form", **kw))
-    scale = case.sigma_w ** 2 * q / mf.variance_map(q, act, case.sigma_w, case.sigma_b)
-    bound = (2200 * EPS / 2 + 2e-17) * (1 + scale) + 16 * EPS
+    vq = mf.variance_map(q, act, case.sigma_w, case.sigma_b)
+    scale = case.sigma_w ** 2 * q / vq
+    # gradual underflow (Higham 2002, §2.1): fl(a op b) = (a op b)(1 + δ) + η, |η| <= 2^-1075,
+    # so each of the <= 2216 operations adds at most η absolutely, relative to V(q)
+    subnormal = 1108 * 2.0 ** -1074 / vq      # 2216 · 2⁻¹⁰⁷⁵ (2.0 ** -1075 itself underflows to 0)
+    bound = (2200 * EPS / 2 + 2e-17) * (1 + scale) + 16 * EPS + subnormal * (1 + scale)
     v = float(max(d1.max(), d2.max()))
     return Check(v, bound, f"{act} sigma_w={case.sigma_w:.4g} sigma_b={case.sigma_b} q={q:.4g}; "
                            f"map {d1.max():.1e}, slope {d2.max():.1e}")
