@@ -16,12 +16,17 @@
     ``allowed_float32``, ``quantity`` and ``meta_json``).
 
 ``refnet compare QUANTITY --model ... --inputs ... [--targets ...] --theirs T.npy [--rtol R]
-[--atol A] [--precision float32|float64] [--json]``
+[--atol A] [--precision float16|float32|float64] [--json]``
     Compare another implementation's array with the reference: max absolute and relative
-    error, the 5 worst entries with their indices, the tolerance, a verdict. Exit 0 on a
-    match, 1 on a mismatch (including a shape mismatch or non-finite entries in T), 2 on bad
-    input. Default tolerances are derived for the precision of T (its dtype, or
-    ``--precision``) from a rounding-error analysis (:mod:`refnet.oracle`).
+    error, the 5 worst entries with their indices, the tolerance, a verdict: MATCH,
+    MISMATCH or UNDETERMINED. Exit 0 on MATCH, 1 on MISMATCH (including a shape mismatch or
+    NaN entries in T where the reference is finite), 2 on bad input, 3 on UNDETERMINED:
+    nothing is certainly wrong, but some entry cannot be judged because the reference is
+    not finite there (float64 overflow: never a MATCH, whatever the tolerance) or its
+    tolerance is infinite or NaN (e.g. gamma_K(u) = inf once K*u >= 1 in float16); the
+    report names the entries and what to do (smaller inputs, a higher precision, or
+    explicit ``--atol/--rtol``). Default tolerances are derived for the precision of T (its
+    dtype, or ``--precision``) from a rounding-error analysis (:mod:`refnet.oracle`).
 
 ``refnet quantities``
     The quantity table: name, shape, formula, what it needs.
@@ -42,7 +47,13 @@ import os
 import sys
 import time
 
-__all__ = ["main", "build_parser", "load_array", "load_model", "UserError"]
+__all__ = ["main", "build_parser", "load_array", "load_model", "UserError", "EXIT_CODES"]
+
+#: exit status of ``refnet compare`` per verdict (2 is bad input, as for every command)
+EXIT_CODES = {"MATCH": 0, "MISMATCH": 1, "UNDETERMINED": 3}
+_EXIT_HELP = ("exit status: 0 MATCH, 1 MISMATCH (or a claim fails), 2 bad input, "
+              "3 UNDETERMINED (the reference or its tolerance is not finite for some entry: "
+              "smaller inputs, a higher precision, or explicit --atol/--rtol), 130 interrupted")
 
 
 class UserError(Exception):
@@ -268,7 +279,8 @@ def _cmd_compute(args) -> int:
     val = np.asarray(ref.value)
     tol = {p: ref.allowed(p) for p in ("float64", "float32")}
     tol_summary = {p: {"min_allowed": float(np.min(a)) if a.size else 0.0,
-                       "max_allowed": float(np.max(a)) if a.size else 0.0}
+                       "max_allowed": float(np.max(a)) if a.size else 0.0,
+                       "n_not_finite": int(a.size - np.count_nonzero(np.isfinite(a)))}
                    for p, a in tol.items()}
     if out is not None:
         try:
@@ -301,8 +313,10 @@ def _cmd_compute(args) -> int:
         print(f"  min {fin.min():.6g}, max {fin.max():.6g}, "
               f"mean |.| {np.mean(np.abs(fin)):.6g}" if fin.size else "  (no finite entries)")
     for p, s in tol_summary.items():
+        bad = (f"; not finite for {s['n_not_finite']} entries (a comparison there is "
+               f"UNDETERMINED)" if s["n_not_finite"] else "")
         print(f"  derived tolerance for a {p} computation: |error| <= "
-              f"[{s['min_allowed']:.3g}, {s['max_allowed']:.3g}] per entry")
+              f"[{s['min_allowed']:.3g}, {s['max_allowed']:.3g}] per entry{bad}")
     for n in ref.notes("float64"):
         print(f"  note: {n}")
     if out:
@@ -347,7 +361,7 @@ def _cmd_compare(args) -> int:
         print(json.dumps(rep.as_dict()))
     else:
         print(rep)
-    return 0 if rep.matches else 1
+    return EXIT_CODES[rep.verdict]
 
 
 def _cmd_quantities(args) -> int:
@@ -405,7 +419,10 @@ def _register_oracle(sub):
     c.add_argument("--out", metavar="FILE", help="write the value (.npy) or value + "
                    "tolerances + metadata (.npz), atomically")
     c.set_defaults(func=_cmd_compute)
-    m = sub.add_parser("compare", help="compare another implementation's array with refnet")
+    m = sub.add_parser("compare", help="compare another implementation's array with refnet",
+                       description="Compare another implementation's array with refnet's "
+                       "float64 reference: verdict MATCH, MISMATCH or UNDETERMINED.",
+                       epilog=_EXIT_HELP)
     _add_problem_args(m)
     m.add_argument("--theirs", required=True, metavar="T.npy", help="the array to check")
     m.add_argument("--rtol", type=float, help="explicit relative tolerance")
@@ -426,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``refnet`` argument parser: subcommands claims, compute, compare, quantities,
     fixtures."""
     p = _Parser(prog="refnet", description="refnet: a NumPy reference "
-                "implementation and test oracle for deep-learning theory.")
+                "implementation and test oracle for deep-learning theory.", epilog=_EXIT_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     c = sub.add_parser("claims", help="check every theoretical claim on built-in cases")
     c.add_argument("--quick", action="store_true", help="fewer, smaller cases (under a minute)")
@@ -446,8 +463,9 @@ _EXTRA_COMMANDS: list = []
 
 def main(argv=None) -> int:
     """Entry point of the ``refnet`` command (and ``python -m refnet``). Returns the exit
-    status: 0 success, 1 a claim or comparison failed, 2 bad input (one line on stderr),
-    130 interrupted."""
+    status: 0 success (MATCH), 1 a claim failed or a comparison is a MISMATCH, 2 bad input
+    (one line on stderr), 3 a comparison is UNDETERMINED (:data:`EXIT_CODES`), 130
+    interrupted."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -87,6 +87,25 @@ ReLU-type kinks: a pre-activation within its rounding bound of 0 may take either
 :attr:`Reference.notes`; random data essentially never hits one.
 
 Explicit tolerances replace the derived ones: ``allowed = atol + rtol·|reference|``.
+
+Verdicts
+--------
+A verdict is MATCH only if it could have been MISMATCH. :func:`compare` returns one of
+
+* ``MATCH``: every entry lies within a finite tolerance of a finite reference;
+* ``MISMATCH``: some entry is certainly wrong: beyond its finite tolerance of a finite
+  reference, NaN where the reference is finite, or the shapes differ. Decided entries
+  outside tolerance make a MISMATCH even if other entries are undetermined;
+* ``UNDETERMINED``: nothing is certainly wrong, but some entry cannot be judged: its
+  reference is not finite (float64 overflow, e.g. inputs of size 1e160 squared in the loss,
+  or log 0 of a zero singular value), which never certifies a MATCH whatever the tolerance
+  and even if theirs is the same inf; or its allowed tolerance is infinite or NaN: γ_K(u) =
+  ∞ once K·u ≥ 1 (float16, u = 2⁻¹¹, with a layer of ≥ 2038 units; K₂ of second-order
+  quantities grows with the batch), or the magnitudes E overflow. Explicit finite
+  ``atol``/``rtol`` decide every entry with a finite reference.
+
+Errors are always reported as |theirs − reference| in float64, also where the entry is
+undetermined (inf or NaN where either side is not finite).
 """
 from __future__ import annotations
 
@@ -108,7 +127,7 @@ from .mlp import MLP, _forward
 
 __all__ = ["QUANTITIES", "Quantity", "Reference", "Report", "reference", "compare_arrays",
            "compare", "unit_roundoff", "gamma", "canonical_quantity", "DENSE_LIMIT",
-           "PARAM_LAYOUT"]
+           "PARAM_LAYOUT", "MATCH", "MISMATCH", "UNDETERMINED", "VERDICTS"]
 
 EPS64 = float(np.finfo(np.float64).eps)
 U64 = EPS64 / 2
@@ -389,7 +408,8 @@ class Reference:
         """Entrywise bound on |theirs − reference| for a correct result computed in
         ``precision`` (derived, see the module docstring); same shape as ``value``."""
         u = unit_roundoff(precision)
-        a = np.asarray(self._allowed(u), dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN: UNDETERMINED entries
+            a = np.asarray(self._allowed(u), dtype=np.float64)
         return np.broadcast_to(a, self.value.shape).copy()
 
     def notes(self, precision="float64") -> list:
@@ -451,7 +471,9 @@ def reference(quantity, net, x, y=None, loss="mse", v=None, layer=None, k=None,
     """
     net = _check_net(net)
     small = net.n_params <= DENSE_LIMIT and max(net.widths) <= 512
-    with _blas_threads(small):
+    # overflow (inputs of size 1e160 squared in the loss) gives inf/NaN entries: reported by
+    # a note here and as UNDETERMINED by compare, not as numpy warnings from inside refnet
+    with _blas_threads(small), np.errstate(over="ignore", invalid="ignore"):
         return _reference(quantity, net, x, y, loss, v, layer, k, rank_atol, rank_rtol,
                           progress)
 
@@ -557,10 +579,25 @@ def _reference(quantity, net, x, y, loss, v, layer, k, rank_atol, rank_rtol, pro
     else:  # pragma: no cover - the table and this dispatch are kept in sync
         raise AssertionError(q)
     value = _frozen(value)
+    notes_fn = _with_nonfinite_note(value, notes_fn)
     meta["shape"] = list(value.shape)
     meta["seconds"] = round(time.perf_counter() - t0, 4)
     say(f"{q} done in {time.perf_counter() - t0:.1f} s")
     return Reference(q, value, meta, allowed, notes_fn)
+
+
+def _with_nonfinite_note(value, notes_fn):
+    """``notes_fn`` plus a note if the reference has non-finite entries."""
+    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+    if not bad:
+        return notes_fn
+    note = (f"{bad} of {value.size} reference entries are not finite (inf/nan: float64 "
+            f"overflow, or log 0 for a zero singular value); a comparison there is "
+            f"UNDETERMINED, never a MATCH")
+
+    def notes(u):
+        return (notes_fn(u) if notes_fn else []) + [note]
+    return notes
 
 
 # ---------------------------------------------------------------------------- second order
@@ -573,9 +610,7 @@ def _mag_context(ctx, net, fw, lo, y, E_deltas, s=_S):
 
     The R-pass is multilinear in its cached inputs, so (R(|·| + sE) − R(|·|))/s is, up to
     O(s), the first-order propagation of the inputs' rounding errors (in units of γ_K)."""
-    from dataclasses import replace
-
-    from .rop import _abs_context, _loss_hessian_apply
+    from .rop import _abs_context, _loss_hessian_apply, with_mlp_parts
 
     act = get_activation(net.activation)
     abs_ctx = _abs_context(ctx)
@@ -595,8 +630,8 @@ def _mag_context(ctx, net, fw, lo, y, E_deltas, s=_S):
         h = 1e-4 * np.maximum(1.0, np.abs(z))
         d3 = np.abs(act.d2f(z + h) - act.d2f(z - h)) / (2 * h)  # |phi'''|, a magnitude only
         gd2.append((np.abs(t) + s * E_t) * (fw.d2phi[l] + s * (fw.md2phi[l] + d3 * fw.Ez[l])))
-    return replace(abs_ctx, post=post, deltas=deltas, dphi=dphi, gd2=tuple(gd2),
-                   hout=_loss_hessian_apply(lo, ctx.output, y, absolute=True))
+    return with_mlp_parts(abs_ctx, post=post, deltas=deltas, dphi=dphi, gd2=tuple(gd2),
+                          hout=_loss_hessian_apply(lo, ctx.output, y, absolute=True))
 
 
 def _second_order(q, net, x, y, lo, v, k, fw, K, say):
@@ -752,6 +787,11 @@ def _local_rank(net, x, fw, layer, rank_atol, rank_rtol, K, notes_fn):
 
 
 # ============================================================================ comparison
+#: the three verdicts of a comparison (:attr:`Report.verdict`)
+MATCH, MISMATCH, UNDETERMINED = "MATCH", "MISMATCH", "UNDETERMINED"
+VERDICTS = (MATCH, MISMATCH, UNDETERMINED)
+
+
 @dataclass(frozen=True)
 class Report:
     """The outcome of comparing an array against a reference.
@@ -759,18 +799,37 @@ class Report:
     Attributes
     ----------
     quantity : str
-    matches : bool, the verdict
-    reason : str, one line: why it matches or not
+    matches : bool, True iff ``verdict == "MATCH"`` (kept for compatibility)
+    reason : str, one line: why it matches, does not, or cannot be decided
+    verdict : str, one of :data:`VERDICTS`:
+
+        * ``"MATCH"``: every entry is within a finite tolerance of a finite reference;
+        * ``"MISMATCH"``: some entry is certainly wrong: outside its finite tolerance of a
+          finite reference, NaN where the reference is finite, or a shape mismatch (this
+          wins over undetermined entries elsewhere);
+        * ``"UNDETERMINED"``: no entry is certainly wrong, but some cannot be judged: the
+          reference is not finite there (float64 overflow; it never certifies a MATCH,
+          whatever the tolerance, even if theirs is the same inf), or its allowed tolerance
+          is infinite or NaN (γ_K(u) = ∞ once K·u ≥ 1, overflowing error magnitudes, a
+          Lyapunov exponent of a singular value below the rounding level). ``reason`` names
+          the entries and what to do (smaller inputs, a higher precision, explicit
+          ``atol``/``rtol``).
     reference_shape, theirs_shape : tuple;  theirs_dtype, precision : str
-    max_abs_error : float, max |theirs − reference|
-    max_rel_error : float, max |theirs − reference| / |reference| over entries with
-        |reference| > allowed (entries below their own tolerance are not judged relatively)
-    normwise_rel_error : float, max |theirs − reference| / max |reference|
-    n_entries, n_mismatched : int
-    worst : list of dicts (index, reference, theirs, abs_error, allowed, ratio), the 5 entries
-        closest to (or furthest beyond) their tolerance, worst first
+    max_abs_error : float, max |theirs − reference| (float64) over the entries where it is
+        defined (inf if theirs or the reference is ±inf there); NaN if it is defined nowhere
+    max_rel_error : float, max |theirs − reference| / |reference| over the entries with a
+        finite reference above their finite tolerance, or any nonzero finite reference where
+        the tolerance is not finite; NaN if no entry qualifies and some error is nonzero
+    normwise_rel_error : float, max_abs_error / max |finite reference|
+    n_entries, n_mismatched, n_undetermined : int
+    n_nan_errors : int, entries whose error |theirs − reference| is NaN (inf − inf, NaN)
+    worst : list of dicts (index, reference, theirs, abs_error, allowed, ratio, status), up to
+        5 entries: mismatched first (worst ratio first), then undetermined (largest error
+        first), then the matching ones closest to their bound; status is ``"outside"``,
+        ``"undetermined"`` or ``"ok"``; ratio is NaN for undetermined entries
+    undetermined_indices : list of the first few undetermined indices
     tolerance : dict, ``{"kind": "derived" | "explicit", ...}`` with the rtol/atol or the
-        range of derived per-entry bounds
+        range of the finite derived per-entry bounds and how many are not finite
     reference_side : str, which side is the reference
     notes : list of str
     """
@@ -792,40 +851,64 @@ class Report:
     reference_side: str = "reference = refnet (float64)"
     notes: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    verdict: str = None
+    n_undetermined: int = 0
+    n_nan_errors: int = 0
+    undetermined_indices: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.verdict is None:   # built the old way, from the boolean alone
+            object.__setattr__(self, "verdict", MATCH if self.matches else MISMATCH)
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict: expected one of {list(VERDICTS)}; received "
+                             f"{self.verdict!r}")
+        if bool(self.matches) != (self.verdict == MATCH):
+            raise ValueError(f"matches: must be True exactly for verdict MATCH; received "
+                             f"matches={self.matches!r} with verdict {self.verdict!r}")
 
     def as_dict(self) -> dict:
-        """JSON-able dict (non-finite floats become the strings "inf", "-inf", "nan")."""
-        d = {k: getattr(self, k) for k in (
-            "quantity", "matches", "reason", "reference_shape", "theirs_shape", "theirs_dtype",
-            "precision", "max_abs_error", "max_rel_error", "normwise_rel_error", "n_entries",
-            "n_mismatched", "worst", "tolerance", "reference_side", "notes", "meta")}
-        d["verdict"] = "match" if self.matches else "MISMATCH"
-        return jsonable(d)
+        """JSON-able dict (non-finite floats become the strings "inf", "-inf", "nan");
+        ``verdict`` is "MATCH", "MISMATCH" or "UNDETERMINED"."""
+        return jsonable({k: getattr(self, k) for k in (
+            "quantity", "verdict", "matches", "reason", "reference_shape", "theirs_shape",
+            "theirs_dtype", "precision", "max_abs_error", "max_rel_error",
+            "normwise_rel_error", "n_entries", "n_mismatched", "n_undetermined",
+            "n_nan_errors", "undetermined_indices", "worst", "tolerance", "reference_side",
+            "notes", "meta")})
 
     def __str__(self):
-        lines = [f"refnet compare {self.quantity}: {'MATCH' if self.matches else 'MISMATCH'}"
-                 f" - {self.reason}",
+        lines = [f"refnet compare {self.quantity}: {self.verdict} - {self.reason}",
                  f"  {self.reference_side}; theirs: shape {self.theirs_shape} dtype "
                  f"{self.theirs_dtype}, judged at {self.precision} precision"]
         if self.n_entries:
-            lines.append(f"  max abs error {self.max_abs_error:.3e}, max rel error "
+            nan_err = (f" ({self.n_nan_errors} entries with a NaN error)"
+                       if self.n_nan_errors else "")
+            lines.append(f"  max abs error {self.max_abs_error:.3e}{nan_err}, max rel error "
                          f"{self.max_rel_error:.3e}, normwise rel error "
                          f"{self.normwise_rel_error:.3e}; {self.n_mismatched} of "
-                         f"{self.n_entries} entries outside tolerance")
+                         f"{self.n_entries} entries outside tolerance, "
+                         f"{self.n_undetermined} undetermined")
         tol = self.tolerance
-        if tol:
-            if tol.get("kind") == "explicit":
-                lines.append(f"  tolerance: |theirs - ref| <= atol + rtol*|ref|, atol="
-                             f"{tol['atol']:.3g}, rtol={tol['rtol']:.3g}")
+        if tol.get("kind") == "explicit":
+            lines.append(f"  tolerance: |theirs - ref| <= atol + rtol*|ref|, atol="
+                         f"{tol['atol']:.3g}, rtol={tol['rtol']:.3g}")
+        elif tol:
+            bad = tol.get("n_not_finite", 0)
+            if bad and bad == self.n_entries:
+                rng = f"not finite for any of the {bad} entries"
             else:
-                lines.append(f"  tolerance: derived rounding bound per entry, in "
-                             f"[{tol.get('min_allowed', math.nan):.3g}, "
-                             f"{tol.get('max_allowed', math.nan):.3g}] ({tol.get('model', '')})")
+                rng = (f"in [{tol.get('min_allowed', math.nan):.3g}, "
+                       f"{tol.get('max_allowed', math.nan):.3g}]"
+                       + (f", not finite for {bad} entries" if bad else ""))
+            lines.append(f"  tolerance: derived rounding bound per entry, {rng} "
+                         f"({tol.get('model', '')})")
         if self.worst:
             lines.append("  worst entries (index: reference | theirs | abs error | allowed):")
             for w in self.worst:
+                mark = "" if w.get("status", "ok") == "ok" else f"  [{w['status']}]"
                 lines.append(f"    {tuple(w['index'])}: {w['reference']:.10g} | "
-                             f"{w['theirs']:.10g} | {w['abs_error']:.3e} | {w['allowed']:.3e}")
+                             f"{w['theirs']:.10g} | {w['abs_error']:.3e} | "
+                             f"{w['allowed']:.3e}{mark}")
         for n in self.notes:
             lines.append(f"  note: {n}")
         return "\n".join(lines)
@@ -865,11 +948,8 @@ def _shape_hint(ref_shape, th_shape) -> str:
     return ("; " + "; ".join(hints)) if hints else ""
 
 
-def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
-                   top: int = 5) -> Report:
-    """Compare ``theirs`` with a :class:`Reference`; see :func:`compare`."""
-    q = ref.quantity
-    spec = QUANTITIES[q]
+def _theirs_array(theirs) -> np.ndarray:
+    """``theirs`` as an ndarray (torch tensors via ``.detach().cpu().numpy()``), not copied."""
     raw = theirs
     if hasattr(raw, "detach") and hasattr(raw, "cpu"):
         raw = raw.detach().cpu().numpy()
@@ -877,87 +957,192 @@ def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
     if arr.dtype.kind not in "fiu" or arr.dtype == bool:
         raise TypeError(f"theirs: expected a real floating-point array; received dtype "
                         f"{arr.dtype}")
-    th_dtype = str(arr.dtype)
+    return arr
+
+
+def _explicit_tolerance(rtol, atol):
+    """The explicit ``(rtol, atol)`` (finite, ≥ 0) and their tolerance dict, or None."""
+    if rtol is None and atol is None:
+        return None
+    rtol_ = 0.0 if rtol is None else check_positive_float(rtol, "rtol", allow_zero=True)
+    atol_ = 0.0 if atol is None else check_positive_float(atol, "atol", allow_zero=True)
+    return rtol_, atol_, {"kind": "explicit", "rtol": rtol_, "atol": atol_}
+
+
+def _derived_tolerance(ref: Reference, precision):
+    """The derived entrywise bound at ``precision`` and its summary dict."""
+    allowed = ref.allowed(precision)
+    fin = allowed[np.isfinite(allowed)]
+    return allowed, {"kind": "derived",
+                     "min_allowed": float(fin.min()) if fin.size else math.nan,
+                     "max_allowed": float(fin.max()) if fin.size else math.nan,
+                     "n_not_finite": int(allowed.size - fin.size),
+                     "unit_roundoff": unit_roundoff(precision),
+                     "model": "first-order running error bound (gamma_K(u_theirs) + "
+                              "gamma_K(u_float64)) * E, refnet.oracle docstring"}
+
+
+def _judge(r, t, allowed):
+    """Entrywise classification: (diff, ratio, bad, undetermined) masks and errors.
+
+    diff = |t − r| in float64 everywhere (inf or NaN where either side is not finite);
+    undetermined: the reference is not finite, or (for a finite reference) the tolerance is
+    not finite and theirs is not NaN; bad: theirs is NaN where the reference is finite, or
+    the error exceeds a finite tolerance of a finite reference."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(t - r)
+    fin_r = np.isfinite(r)
+    fin_a = np.isfinite(allowed)
+    nan_theirs = fin_r & np.isnan(t)
+    undetermined = ~fin_r | (~fin_a & ~nan_theirs)
+    decided = fin_r & fin_a & ~nan_theirs
+    bad = nan_theirs | (decided & ~(diff <= allowed))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / np.where(decided, allowed, np.nan))
+    ratio = np.where(bad & np.isnan(ratio), np.inf, ratio)
+    ratio = np.where(undetermined, np.nan, ratio)
+    return diff, ratio, bad, undetermined
+
+
+def _error_stats(r, diff, allowed):
+    """(max_abs_error, max_rel_error, normwise_rel_error, n_nan_errors); see :class:`Report`."""
+    if r.size == 0:
+        return 0.0, 0.0, 0.0, 0
+    defined = ~np.isnan(diff)
+    n_nan = int(r.size - np.count_nonzero(defined))
+    maxabs = float(diff[defined].max()) if defined.any() else math.nan
+    fin_r = np.isfinite(r)
+    floor = np.where(np.isfinite(allowed), allowed, 0.0)
+    sig = fin_r & defined & (np.abs(r) > floor)
+    if sig.any():
+        maxrel = float(np.max(diff[sig] / np.abs(r[sig])))
+    else:
+        maxrel = 0.0 if maxabs == 0 and n_nan == 0 else math.nan
+    scale = float(np.max(np.abs(r[fin_r]))) if fin_r.any() else 0.0
+    if math.isnan(maxabs) or scale > 0:
+        normwise = maxabs / scale if scale > 0 else math.nan
+    else:
+        normwise = 0.0 if maxabs == 0 else math.inf
+    return maxabs, maxrel, normwise, n_nan
+
+
+def _worst_entries(r, t, diff, allowed, ratio, bad, undetermined, top):
+    """Up to ``top`` entries: mismatched (worst ratio first), undetermined (largest error
+    first, NaN errors first), then matching ones closest to their bound."""
+    cls = np.where(bad, 0, np.where(undetermined, 1, 2)).ravel()
+    rk = np.where(np.isnan(ratio), np.inf, ratio).ravel()
+    dk = np.where(np.isnan(diff), np.inf, diff).ravel()
+    key = np.where(cls == 1, -dk, -rk)
+    status = ("outside", "undetermined", "ok")
+    worst = []
+    for fi in np.lexsort((key, cls))[:top]:
+        idx = np.unravel_index(fi, r.shape) if r.ndim else ()
+        worst.append({"index": [int(i) for i in idx], "reference": float(r[idx]),
+                      "theirs": float(t[idx]), "abs_error": float(diff[idx]),
+                      "allowed": float(allowed[idx]), "ratio": float(ratio[idx]),
+                      "status": status[cls[fi]]})
+    return worst
+
+
+def _first_indices(mask, count=3) -> list:
+    flat = np.flatnonzero(mask.ravel())[:count]
+    return [[int(i) for i in np.unravel_index(f, mask.shape)] for f in flat]
+
+
+def _fmt_indices(idx, total) -> str:
+    s = ", ".join(str(tuple(i)) for i in idx)
+    return f"{s}{', ...' if total > len(idx) else ''}"
+
+
+def _undetermined_line(q, r, undetermined, prec_name, explicit) -> str:
+    """One line: which entries cannot be judged, why, and what to do."""
+    ref_bad = ~np.isfinite(r)
+    tol_bad = undetermined & ~ref_bad
+    parts = [f"{int(undetermined.sum())} of {r.size} entries cannot be judged at {prec_name} "
+             f"precision, so a MATCH cannot be certified"]
+    if ref_bad.any():
+        n = int(ref_bad.sum())
+        parts.append(f"{n} where the reference itself is not finite (inf/nan: float64 "
+                     f"overflow or log 0), e.g. at {_fmt_indices(_first_indices(ref_bad), n)}"
+                     f": a non-finite reference never certifies a MATCH, whatever the "
+                     f"tolerance - use smaller inputs")
+    if tol_bad.any():
+        n = int(tol_bad.sum())
+        if explicit:
+            why = "atol + rtol*|ref| overflows"
+        elif q == "lyapunov":
+            why = ("the derived tolerance is infinite: the singular value is within its "
+                   "rounding bound of 0 (or gamma_K(u) = inf once K*u >= 1), so its log is "
+                   "not determined by the data")
+        else:
+            why = ("the derived tolerance is infinite or NaN: gamma_K(u) = inf once K*u >= 1 "
+                   "(wide layers, or a large batch for second-order quantities), or the "
+                   "error magnitudes overflowed")
+        todo = ("use smaller inputs, a higher precision (compute theirs in float32 or "
+                "float64), or explicit tolerances (--atol/--rtol, Python: atol=, rtol=)")
+        if q == "lyapunov":
+            todo += ", or keep fewer exponents (--k / k=)"
+        parts.append(f"{n} where {why}, e.g. at "
+                     f"{_fmt_indices(_first_indices(tol_bad), n)} - {todo}")
+    return "; ".join(parts)
+
+
+def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
+                   top: int = 5) -> Report:
+    """Compare ``theirs`` with a :class:`Reference`; see :func:`compare`."""
+    q = ref.quantity
+    arr = _theirs_array(theirs)
     if precision is None:
         precision = arr.dtype if arr.dtype.kind == "f" else np.float64
     unit_roundoff(precision)
     prec_name = str(np.dtype(precision))
     rshape, tshape = tuple(ref.value.shape), tuple(arr.shape)
-    tol_info = {}
-    explicit = rtol is not None or atol is not None
-    if explicit:
-        rtol_ = 0.0 if rtol is None else check_positive_float(rtol, "rtol", allow_zero=True)
-        atol_ = 0.0 if atol is None else check_positive_float(atol, "atol", allow_zero=True)
-        tol_info = {"kind": "explicit", "rtol": rtol_, "atol": atol_}
+    explicit = _explicit_tolerance(rtol, atol)
+    tol_info = explicit[2] if explicit else {}
     notes = ref.notes(precision)
-    base = dict(quantity=q, reference_shape=rshape, theirs_shape=tshape, theirs_dtype=th_dtype,
-                precision=prec_name, notes=notes, meta=dict(ref.meta))
+    base = dict(quantity=q, reference_shape=rshape, theirs_shape=tshape,
+                theirs_dtype=str(arr.dtype), precision=prec_name, meta=dict(ref.meta))
     if rshape != tshape:
-        return Report(matches=False, reason=f"shape mismatch: reference {rshape}, theirs "
-                      f"{tshape}{_shape_hint(rshape, tshape)}", tolerance=tol_info, **base)
+        return Report(matches=False, verdict=MISMATCH, reason=f"shape mismatch: reference "
+                      f"{rshape}, theirs {tshape}{_shape_hint(rshape, tshape)}",
+                      tolerance=tol_info, notes=notes, **base)
     r = np.asarray(ref.value, dtype=np.float64)
-    t = arr.astype(np.float64)
-    if spec.sort and t.ndim >= 1:
+    t = arr.astype(np.float64)           # a copy: the caller's array is never touched
+    if QUANTITIES[q].sort and t.ndim >= 1:
         t = -np.sort(-t, axis=-1)
         notes = notes + ["spectra are compared after sorting both sides in descending order"]
-        base["notes"] = notes
     if explicit:
-        allowed = atol_ + rtol_ * np.abs(r)
+        with np.errstate(over="ignore", invalid="ignore"):
+            allowed = explicit[1] + explicit[0] * np.abs(r)
     else:
-        allowed = ref.allowed(precision)
-        fin = allowed[np.isfinite(allowed)]
-        tol_info = {"kind": "derived", "min_allowed": float(fin.min()) if fin.size else math.nan,
-                    "max_allowed": float(fin.max()) if fin.size else math.nan,
-                    "unit_roundoff": unit_roundoff(precision),
-                    "model": "first-order running error bound (gamma_K(u_theirs) + "
-                             "gamma_K(u_float64)) * E, refnet.oracle docstring"}
-    same_inf = np.isinf(r) & (t == r)
-    with np.errstate(invalid="ignore"):
-        diff = np.where(same_inf, 0.0, np.abs(t - r))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    # entries whose tolerance is infinite are not determined by the data at this precision
-    # (e.g. the log of a singular value below the rounding level): anything finite or -inf
-    # matches there, and they are left out of the error statistics.
-    undetermined = np.isinf(allowed) & ~np.isnan(t)
-    ok = (diff <= allowed) | same_inf | undetermined
-    n_bad = int(np.count_nonzero(~ok))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(ok & ((diff == 0) | undetermined), 0.0,
-                         diff / np.where(allowed > 0, allowed, 0.0))
-    ratio = np.where(np.isnan(ratio), np.inf, ratio)
-    judged = ~undetermined
-    if undetermined.any():
-        notes = notes + [f"{int(undetermined.sum())} entries are not determined at "
-                         f"{prec_name} precision (infinite tolerance) and were not judged"]
-        base["notes"] = notes
-    fin_r = np.isfinite(r) & judged
-    maxabs = float(diff[fin_r].max()) if fin_r.any() else 0.0
-    if (judged & ~np.isfinite(r) & ~same_inf).any():
-        maxabs = math.inf
-    scale = float(np.max(np.abs(r[fin_r]))) if fin_r.any() else 0.0
-    sig = fin_r & (np.abs(r) > allowed)
-    maxrel = float(np.max(diff[sig] / np.abs(r[sig]))) if sig.any() else 0.0
-    normwise = maxabs / scale if scale > 0 else (0.0 if maxabs == 0 else math.inf)
-    flat = np.argsort(-ratio.ravel(), kind="stable")[:top]
-    worst = []
-    for fi in flat:
-        idx = np.unravel_index(fi, r.shape) if r.ndim else ()
-        worst.append({"index": [int(i) for i in idx], "reference": float(r[idx]),
-                      "theirs": float(t[idx]), "abs_error": float(diff[idx]),
-                      "allowed": float(allowed[idx]), "ratio": float(ratio[idx])})
-    n_nonfinite = int(np.count_nonzero(~np.isfinite(t) & ~same_inf))
-    if n_bad == 0:
-        reason = (f"all {r.size} entries within tolerance (worst at "
-                  f"{worst[0]['ratio']:.2g} of its bound)" if worst else "empty arrays")
-    else:
+        allowed, tol_info = _derived_tolerance(ref, precision)
+    diff, ratio, bad, undetermined = _judge(r, t, allowed)
+    maxabs, maxrel, normwise, n_nan = _error_stats(r, diff, allowed)
+    worst = _worst_entries(r, t, diff, allowed, ratio, bad, undetermined, top)
+    n_bad, n_und = int(np.count_nonzero(bad)), int(np.count_nonzero(undetermined))
+    und_line = (_undetermined_line(q, r, undetermined, prec_name, bool(explicit))
+                if n_und else "")
+    if n_bad:
+        verdict = MISMATCH
         reason = f"{n_bad} of {r.size} entries outside tolerance"
+        n_nonfinite = int(np.count_nonzero(bad & ~np.isfinite(t)))
         if n_nonfinite:
             reason += f" ({n_nonfinite} non-finite in theirs)"
-        if worst:
-            reason += f"; worst at index {tuple(worst[0]['index'])}"
-    return Report(matches=n_bad == 0, reason=reason, max_abs_error=maxabs, max_rel_error=maxrel,
-                  normwise_rel_error=normwise, n_entries=int(r.size), n_mismatched=n_bad,
-                  worst=worst, tolerance=tol_info, **base)
+        reason += f"; worst at index {tuple(worst[0]['index'])}"
+        if n_und:
+            reason += f"; {n_und} more entries undetermined (see note)"
+            notes = notes + [und_line]
+    elif n_und:
+        verdict, reason = UNDETERMINED, und_line
+    else:
+        verdict = MATCH
+        reason = (f"all {r.size} entries within tolerance (worst at "
+                  f"{worst[0]['ratio']:.2g} of its bound)" if worst else "empty arrays")
+    return Report(matches=verdict == MATCH, verdict=verdict, reason=reason,
+                  max_abs_error=maxabs, max_rel_error=maxrel, normwise_rel_error=normwise,
+                  n_entries=int(r.size), n_mismatched=n_bad, n_undetermined=n_und,
+                  n_nan_errors=n_nan, undetermined_indices=_first_indices(undetermined, 5),
+                  worst=worst, tolerance=tol_info, notes=notes, **base)
 
 
 def compare(quantity, theirs, net, x, y=None, loss="mse", v=None, rtol=None, atol=None,
@@ -977,9 +1162,16 @@ def compare(quantity, theirs, net, x, y=None, loss="mse", v=None, rtol=None, ato
 
     Returns
     -------
-    Report (``matches``, errors, worst entries, tolerances, notes). Spectra (``sharpness``,
+    Report (``verdict``, ``matches``, errors, worst entries, tolerances, notes). The verdict
+    is ``"MATCH"`` only if every entry is within a finite tolerance of a finite reference,
+    i.e. only where a wrong value would have been a ``"MISMATCH"``; ``"MISMATCH"`` if some
+    entry is certainly wrong (outside its finite tolerance, NaN where the reference is
+    finite, or a shape mismatch); otherwise ``"UNDETERMINED"``: some entry's reference is not
+    finite (float64 overflow: never a MATCH, whatever the tolerance) or its allowed
+    tolerance is infinite or NaN (e.g. γ_K(u) = ∞ once K·u ≥ 1: float16 with a layer of
+    ≥ 2038 units); ``reason`` names them and what to do. Spectra (``sharpness``,
     ``eigenvalues``, ``lyapunov``) are sorted descending before comparing; nothing else is
-    reordered, and a shape mismatch is a mismatch.
+    reordered.
     """
     ref = reference(quantity, net, x, y=y, loss=loss, v=v, layer=layer, k=k,
                     rank_atol=rank_atol, rank_rtol=rank_rtol, progress=progress)

@@ -360,3 +360,111 @@ def test_callers_files_are_not_modified(files, capsys):
          d / "v.npy")
     after = {p.name: p.read_bytes() for p in d.iterdir() if p.name in before}
     assert before == after
+
+
+# ======================================================================== verdicts and exit codes
+@pytest.fixture(scope="module")
+def undetermined_files(tmp_path_factory):
+    """The four cases that used to be a MATCH on wrong numbers, at the smallest sizes that
+    trigger them (see tests/test_verdicts.py): float16 with max width 2038 (K u ≥ 1), a
+    float16 HVP with batch 994 (K₂ u ≥ 1), inputs 1e160 (loss overflows), 1e300 (NTK)."""
+    d = tmp_path_factory.mktemp("verdicts")
+    rng = np.random.default_rng(0)
+    wide = refnet.MLP.init([4, 2038, 1], "tanh", seed=0)
+    small = refnet.MLP.init([3, 8, 1], "tanh", seed=0)
+    lin = refnet.MLP.init([3, 8, 1], "identity", seed=0)
+    for name, net in (("wide", wide), ("small", small), ("lin", lin)):
+        refnet.save(d / f"{name}.npz", net)
+    arrays = {"xw": rng.standard_normal((2, 4)), "yw": rng.standard_normal((2, 1)),
+              "xh": rng.standard_normal((994, 3)), "yh": rng.standard_normal((994, 1)),
+              "v": 1e-3 * rng.standard_normal(small.n_params),
+              "x160": 1e160 * rng.standard_normal((4, 3)), "y4": rng.standard_normal((4, 1)),
+              "x300": 1e300 * rng.standard_normal((4, 3)),
+              "sevens": np.full(wide.n_params, 7.0, dtype=np.float16),
+              "h1234": np.full(small.n_params, 1234.0, dtype=np.float16),
+              "five": np.float64(5.0), "zeros": np.zeros((4, 4, 1, 1))}
+    arrays["g"] = refnet.loss_and_grad(wide, arrays["xw"], arrays["yw"])[1]
+    for k, a in arrays.items():
+        np.save(d / f"{k}.npy", a)
+    p = {k: str(d / f"{k}.npy") for k in arrays}
+    p.update({k: str(d / f"{k}.npz") for k in ("wide", "small", "lin")})
+    return p
+
+
+def _undetermined_cases(f):
+    return {
+        "grad-float16": ["grad", "--model", f["wide"], "--inputs", f["xw"], "--targets", f["yw"],
+                         "--theirs", f["sevens"]],
+        "hvp-float16": ["hvp", "--model", f["small"], "--inputs", f["xh"], "--targets", f["yh"],
+                        "--vector", f["v"], "--theirs", f["h1234"]],
+        "loss-1e160": ["loss", "--model", f["lin"], "--inputs", f["x160"], "--targets", f["y4"],
+                       "--theirs", f["five"]],
+        "ntk-1e300": ["ntk", "--model", f["lin"], "--inputs", f["x300"], "--theirs", f["zeros"]],
+    }
+
+
+@pytest.mark.parametrize("case", ["grad-float16", "hvp-float16", "loss-1e160", "ntk-1e300"])
+def test_compare_undetermined_exits_3(undetermined_files, capsys, case):
+    """Each case used to exit 0 (MATCH, 'max abs error 0'); now exit 3, UNDETERMINED, with the
+    real error and one line naming the entries and what to do."""
+    argv = ["compare", *_undetermined_cases(undetermined_files)[case]]
+    rc, out, err = call(capsys, *argv)
+    assert rc == 3 and err == "", (out, err)
+    first = out.splitlines()[0]
+    assert ": UNDETERMINED - " in first and "MATCH cannot be certified" in first
+    assert "e.g. at (" in first and "smaller inputs" in first
+    assert "max abs error 0.000e+00" not in out and "[nan, nan]" not in out
+    rc, out, _ = call(capsys, *argv, "--json")
+    rep = json.loads(out)
+    assert rc == 3 and rep["verdict"] == "UNDETERMINED" and rep["matches"] is False
+    assert rep["n_mismatched"] == 0 and rep["n_undetermined"] == rep["n_entries"] > 0
+    err_ = rep["max_abs_error"]
+    assert err_ == "inf" if case.endswith(("1e160", "1e300")) else err_ > 6
+    if case.startswith("loss"):   # explicit tolerances cannot rescue a non-finite reference
+        rc, out, _ = call(capsys, *argv, "--atol", "1", "--rtol", "0.1")
+        assert rc == 3 and "whatever the tolerance" in out
+
+
+def test_compare_exit_codes_match_mismatch_and_explicit_tolerance(undetermined_files, capsys):
+    """Same wide network: the float64 gradient is a MATCH (0) at float64; sevens with an
+    explicit finite --atol are decided: MISMATCH (1); the float16 rounding of the gradient
+    with that --atol a MATCH (0)."""
+    f = undetermined_files
+    base = ["compare", "grad", "--model", f["wide"], "--inputs", f["xw"], "--targets", f["yw"]]
+    rc, out, _ = call(capsys, *base, "--theirs", f["g"])
+    assert rc == 0 and ": MATCH - " in out
+    rc, out, _ = call(capsys, *base, "--theirs", f["sevens"], "--atol", "1e-3", "--json")
+    rep = json.loads(out)
+    assert rc == 1 and rep["verdict"] == "MISMATCH" and rep["n_undetermined"] == 0
+    g16 = os.path.join(os.path.dirname(f["g"]), "g16.npy")
+    np.save(g16, np.load(f["g"]).astype(np.float16))
+    rc, out, _ = call(capsys, *base, "--theirs", g16)
+    assert rc == 3 and "UNDETERMINED" in out
+    rc, out, _ = call(capsys, *base, "--theirs", g16, "--atol", "1e-3")
+    assert rc == 0 and ": MATCH - " in out
+
+
+def test_compare_help_documents_exit_code_3(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compare", "--help"])
+    out = " ".join(capsys.readouterr().out.split())     # argparse wraps lines
+    assert e.value.code == 0
+    assert "3 UNDETERMINED" in out and "1 MISMATCH" in out and "2 bad input" in out
+    assert cli.EXIT_CODES == {"MATCH": 0, "MISMATCH": 1, "UNDETERMINED": 3}
+
+
+def test_compare_undetermined_subprocess_exit_status(undetermined_files):
+    """The real process exit status is 3 (not 0): a CI step running `refnet compare` fails."""
+    p = run("compare", *_undetermined_cases(undetermined_files)["loss-1e160"])
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "UNDETERMINED" in p.stdout and "Warning" not in p.stderr
+
+
+def test_compute_counts_non_finite_tolerances(undetermined_files, capsys):
+    f = undetermined_files
+    rc, out, _ = call(capsys, "compute", "loss", "--model", f["lin"], "--inputs", f["x160"],
+                      "--targets", f["y4"], "--json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["value"] == "inf"
+    assert doc["tolerances"]["float64"]["n_not_finite"] == 1
+    assert any("UNDETERMINED" in n for n in doc["notes"])

@@ -37,6 +37,9 @@ def _act32(name):
         "softplus": (lambda z: np.logaddexp(F32(0), z), expit),
         "gelu": (lambda z: z * half * (one + erf(z / s2)),
                  lambda z: half * (one + erf(z / s2)) + z * c * np.exp(-half * z * z)),
+        "silu": (lambda z: z * expit(z), lambda z: expit(z) * (one + z * expit(-z))),
+        "elu": (lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, F32(0)))),
+                lambda z: np.where(z > 0, one, np.exp(np.minimum(z, F32(0))))),
         "sin": (np.sin, np.cos),
     }[name]
 
@@ -207,7 +210,18 @@ def test_torch_second_order_and_spectra_match(case, dtype):
         x = case.x.astype(dtype).astype(np.float64)
         y = case.y.astype(dtype).astype(np.float64) if case.loss == "mse" else case.y
         w = case.net.with_params(case.net.params.astype(dtype).astype(np.float64))
-        rt.assert_matches_reference(q, arr, w, x, y, case.loss, precision=dtype, **kw)
+        if q != "lyapunov":
+            rt.assert_matches_reference(q, arr, w, x, y, case.loss, precision=dtype, **kw)
+            continue
+        # the log of a singular value within rounding of 0 (a bottleneck, a dead ReLU unit)
+        # is not determined (infinite tolerance): those entries are UNDETERMINED, and every
+        # other exponent must match
+        rep = rt.compare(q, arr, w, x, y, case.loss, precision=dtype, **kw)
+        assert rep.verdict in ("MATCH", "UNDETERMINED") and rep.n_mismatched == 0, str(rep)
+        from refnet.oracle import reference
+        ref = reference(q, w, x, y, case.loss)
+        open_ = ~np.isfinite(ref.value) | ~np.isfinite(ref.allowed(dtype))
+        assert rep.n_undetermined == int(open_.sum()), str(rep)
 
 
 def test_torch_loss_conventions_convert_to_refnet():
