@@ -6,7 +6,10 @@ from hypothesis import given, settings, strategies as st
 import refnet
 from refnet import MLP
 from refnet.claims import training as T
-from refnet.training import RECORDS, record_schedule, train
+from refnet.training import (GD, RECORDERS, RECORDS, SGD, Adam, Momentum, minibatches,
+                             record_schedule, train)
+from refnet.training import loop as training_loop
+from refnet.training.records import Point, RecordContext
 
 seeds = st.integers(0, 2 ** 32 - 1)
 
@@ -236,6 +239,267 @@ def test_recording_does_not_change_the_trajectory():
     np.testing.assert_array_equal(a.net.params, b.net.params)
 
 
+# ------------------------------------------------------------------ trajectories = hand loops
+def _mask(net):
+    """1.0 on the weight matrices' entries, 0.0 on the biases (written from param_slices)."""
+    m = np.zeros(net.n_params)
+    for sw, _ in net.param_slices():
+        m[sw] = 1.0
+    return m
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.3])
+def test_gd_trajectory_is_the_hand_loop_bitwise(wd):
+    """25 steps of θ ← (1 − ηλ m) ⊙ θ − η ∇L(θ) (m the weight mask), bit for bit, and the
+    recorded losses are L at the hand loop's iterates, bit for bit."""
+    net, x, y = _data(21, widths=(3, 5, 4, 2))
+    lr, steps = 0.07, 25
+    run = train(net, x, y, lr=lr, steps=steps, weight_decay=wd, record=("loss", "params_norm"))
+    th, losses = net.params, []
+    factor = 1.0 - lr * wd * _mask(net)
+    for t in range(steps + 1):  # θ_0 .. θ_T evaluated, T updates
+        L, g = refnet.loss_and_grad(net.with_params(th), x, y)
+        losses.append(L)
+        if t < steps:
+            th = (th * factor if wd else th) - lr * g
+    np.testing.assert_array_equal(run.net.params, th)
+    np.testing.assert_array_equal(run.history["loss"], losses)
+
+
+@pytest.mark.parametrize("wd,bs", [(0.0, None), (0.2, None), (0.1, 5)])
+def test_adam_trajectory_is_the_hand_formula_bitwise(wd, bs):
+    """Adam/AdamW as Kingma & Ba (2015) Alg. 1 with ε outside the root, written out:
+    m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← (1 − ηλ m_W)θ − η m̂/(√v̂ + ε), bit for bit,
+    full batch and on the documented reshuffled minibatches."""
+    net, x, y = _data(22)
+    lr, b1, b2, eps, steps = 0.03, 0.85, 0.99, 1e-7, 17
+    run = train(net, x, y, optimizer="adam", lr=lr, steps=steps, betas=(b1, b2),
+                eps_adam=eps, weight_decay=wd, batch_size=bs, seed=4)
+    rng = np.random.default_rng(4)
+    th = net.params
+    m = np.zeros_like(th)
+    v = np.zeros_like(th)
+    factor = 1.0 - lr * wd * _mask(net)
+    perm, pos = None, 0
+    for t in range(steps):
+        if bs is None:
+            xb, yb = x, y
+        else:
+            if perm is None or pos == x.shape[0] // bs:
+                perm, pos = rng.permutation(x.shape[0]), 0
+            idx = perm[pos * bs:(pos + 1) * bs]
+            pos += 1
+            xb, yb = x[idx], y[idx]
+        g = refnet.loss_and_grad(net.with_params(th), xb, yb)[1]
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        mhat = m / (1 - b1 ** (t + 1))
+        vhat = v / (1 - b2 ** (t + 1))
+        if wd:
+            th = th * factor
+        th = th - lr * mhat / (np.sqrt(vhat) + eps)
+    np.testing.assert_array_equal(run.net.params, th)
+
+
+def test_momentum_trajectory_is_the_hand_loop_bitwise():
+    """Heavy ball b_0 = g_0, b_t = μ b_{t−1} + g_t, θ ← θ − η b_t, bit for bit."""
+    net, x, y = _data(23)
+    lr, mu, steps = 0.04, 0.8, 15
+    run = train(net, x, y, optimizer="momentum", lr=lr, momentum=mu, steps=steps)
+    th, b = net.params, None
+    for _ in range(steps):
+        g = refnet.loss_and_grad(net.with_params(th), x, y)[1]
+        b = g if b is None else mu * b + g
+        th = th - lr * b
+    np.testing.assert_array_equal(run.net.params, th)
+
+
+# ------------------------------------------------------------------ optimizer objects
+def test_gd_update_by_hand():
+    """θ = (1, 2), g = (2, −4), η = 0.5: θ − ηg = (0, 4); with λ = 0.2 on entry 0 only the
+    factor is (0.9, 1): (0.9·1 − 1, 2 + 2) = (−0.1, 4)."""
+    th, g = np.array([1.0, 2.0]), np.array([2.0, -4.0])
+    opt = GD(lr=0.5)
+    new, state = opt.update(opt.init(th), th, g, 0)
+    np.testing.assert_array_equal(new, [0.0, 4.0])
+    assert state.decay is None
+    opt = GD(lr=0.5, weight_decay=0.2)
+    state = opt.init(th, np.array([True, False]))
+    np.testing.assert_array_equal(state.decay, [0.9, 1.0])
+    new, _ = opt.update(state, th, g, 0)
+    np.testing.assert_array_equal(new, [0.9 - 1.0, 4.0])
+    np.testing.assert_array_equal(th, [1.0, 2.0])  # inputs untouched
+    # no mask: every entry decays
+    np.testing.assert_array_equal(opt.init(th).decay, [0.9, 0.9])
+
+
+def test_momentum_update_by_hand():
+    """μ = 0.5, η = 1: g_0 = 1 -> b_0 = 1, θ_1 = θ_0 − 1; g_1 = 2 -> b_1 = 0.5 + 2 = 2.5,
+    θ_2 = θ_1 − 2.5."""
+    opt = Momentum(lr=1.0, momentum=0.5)
+    th = np.array([10.0])
+    s = opt.init(th)
+    th1, s = opt.update(s, th, np.array([1.0]), 0)
+    th2, s = opt.update(s, th1, np.array([2.0]), 1)
+    np.testing.assert_array_equal(th1, [9.0])
+    np.testing.assert_array_equal(s.buf, [2.5])
+    np.testing.assert_array_equal(th2, [6.5])
+
+
+def test_adam_update_by_hand():
+    """β = (0.5, 0.75), ε = 2, η = 1, g_0 = 2: m = 1, v = 1, m̂ = 2, v̂ = 4, step 2/(2+2) = ½.
+    g_1 = −2: m = −½, v = 1.75, m̂ = −½/0.75 = −2/3, v̂ = 1.75/0.4375 = 4, step −(2/3)/4."""
+    opt = Adam(lr=1.0, betas=(0.5, 0.75), eps=2.0)
+    th = np.array([3.0])
+    s = opt.init(th)
+    th1, s = opt.update(s, th, np.array([2.0]), 0)
+    np.testing.assert_array_equal(th1, [2.5])
+    np.testing.assert_array_equal(s.m, [1.0])
+    np.testing.assert_array_equal(s.v, [1.0])
+    th2, s = opt.update(s, th1, np.array([-2.0]), 1)
+    np.testing.assert_array_equal(s.m, [-0.5])
+    np.testing.assert_array_equal(s.v, [1.75])
+    assert th2[0] == pytest.approx(2.5 + 1.0 / 6.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("name,obj,hyper", [
+    ("gd", GD(lr=0.1, weight_decay=0.2), dict(lr=0.1, weight_decay=0.2)),
+    ("sgd", SGD(lr=0.05), dict(lr=0.05, batch_size=5)),
+    ("momentum", Momentum(lr=0.03, momentum=0.7), dict(lr=0.03, momentum=0.7)),
+    ("adam", Adam(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05),
+     dict(lr=0.02, betas=(0.8, 0.95), eps_adam=1e-6, weight_decay=0.05)),
+])
+def test_optimizer_object_equals_name(name, obj, hyper):
+    """train(optimizer=Obj(...)) and train(optimizer=name, **hyperparameters) agree bitwise."""
+    net, x, y = _data(24)
+    bs = hyper.pop("batch_size", None)
+    a = train(net, x, y, optimizer=name, steps=12, batch_size=bs, seed=3, **hyper)
+    b = train(net, x, y, optimizer=obj, steps=12, batch_size=bs, seed=3)
+    np.testing.assert_array_equal(a.net.params, b.net.params)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+
+
+def test_custom_optimizer_object():
+    """Any object with init/update works: sign descent θ ← θ − η sign(g), checked by hand; its
+    state is passed back; a bad return names the optimizer."""
+
+    class SignDescent:
+        def init(self, theta, decay_mask):
+            assert decay_mask.dtype == bool and decay_mask.shape == theta.shape
+            return 0
+
+        def update(self, state, theta, grad, step):
+            assert state == step
+            return theta - 0.01 * np.sign(grad), state + 1
+
+    net, x, y = _data(25)
+    run = train(net, x, y, optimizer=SignDescent(), steps=4)
+    th = net.params
+    for _ in range(4):
+        th = th - 0.01 * np.sign(refnet.loss_and_grad(net.with_params(th), x, y)[1])
+    np.testing.assert_array_equal(run.net.params, th)
+
+    class Bad(SignDescent):
+        def update(self, state, theta, grad, step):
+            return theta[:2], state
+
+    with pytest.raises(ValueError, match="optimizer"):
+        train(net, x, y, optimizer=Bad(), steps=2)
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda: GD(lr=0.0), "lr"), (lambda: SGD(lr=0.1, weight_decay=-1.0), "weight_decay"),
+    (lambda: Momentum(lr=0.1, momentum=1.0), "momentum"),
+    (lambda: Adam(lr=0.1, betas=(0.9,)), "betas"), (lambda: Adam(lr=0.1, eps=0.0), "eps"),
+])
+def test_optimizer_object_bad_arguments(make, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        make()
+
+
+def test_optimizer_objects_are_frozen():
+    opt = Adam(lr=0.1)
+    with pytest.raises(AttributeError):
+        opt.lr = 0.2
+    assert opt == Adam(lr=0.1) and opt.betas == (0.9, 0.999)
+
+
+# ------------------------------------------------------------------ minibatches, records
+def test_minibatches_random_reshuffling():
+    """Epoch k is rng.permutation(n) drawn at its first batch, cut into ⌊n/b⌋ batches; the
+    remainder is dropped."""
+    it = minibatches(7, 3, np.random.default_rng(5))
+    got = [next(it) for _ in range(5)]
+    rng = np.random.default_rng(5)
+    p1, p2, p3 = rng.permutation(7), rng.permutation(7), rng.permutation(7)
+    for a, b in zip(got, [p1[:3], p1[3:6], p2[:3], p2[3:6], p3[:3]]):
+        np.testing.assert_array_equal(a, b)
+    # lazily drawn: nothing is taken from the Generator before the first batch
+    g = np.random.default_rng(5)
+    it = minibatches(7, 3, g)
+    np.testing.assert_array_equal(g.permutation(7), p1)
+    with pytest.raises(ValueError, match="batch_size"):
+        minibatches(4, 5)
+
+
+def test_recorders_table():
+    """RECORDERS has the RECORDS names, in order; each computes its quantity at a Point."""
+    assert tuple(RECORDERS) == RECORDS
+    net, x, y = _data(26)
+    L, g = refnet.loss_and_grad(net, x, y)
+    ctx = RecordContext(x, y, x, {"seed": 0}, {}, (net.depth,))
+    p = Point(0, net.params, net, L, g)
+    assert RECORDERS["loss"](p, ctx) == L
+    assert RECORDERS["grad_norm"](p, ctx) == np.linalg.norm(g)
+    assert RECORDERS["params_norm"](p, ctx) == np.linalg.norm(net.params)
+    assert RECORDERS["sharpness"](p, ctx) == refnet.curvature.sharpness(net, x, y, seed=0)
+    np.testing.assert_array_equal(RECORDERS["local_rank"](p, ctx), refnet.local_rank(net, x))
+    bad = Point(3, net.params, None, float("nan"), None, diverged=True)
+    assert np.isnan(RECORDERS["grad_norm"](bad, ctx)) and np.isnan(RECORDERS["sharpness"](bad, ctx))
+    assert RECORDERS["local_rank"](bad, ctx) is None
+
+
+# ------------------------------------------------------------------ the network interface
+def test_network_interface_functions():
+    """_loss_and_grad_at and _decay_mask, the loop's only network-specific calls (with
+    _prepare and _net_at), agree with the public functions."""
+    net, x, y = _data(27, widths=(3, 4, 2))
+    th = net.params + 0.1
+    L, g = training_loop._loss_and_grad_at(net, th.copy(), x, y, refnet.losses.get_loss("mse"))
+    L2, g2 = refnet.loss_and_grad(net.with_params(th), x, y)
+    assert L == L2
+    np.testing.assert_array_equal(g, g2)
+    np.testing.assert_array_equal(training_loop._decay_mask(net), _mask(net).astype(bool))
+    no_bias = MLP.init((3, 4, 2), "tanh", bias=False, seed=0)
+    assert training_loop._decay_mask(no_bias).all()
+
+
+def test_only_the_interface_knows_the_network():
+    """Outside the interface at the top of loop.py (_Problem, _prepare, _net_at,
+    _loss_and_grad_at, _decay_mask), no code in refnet.training touches a network attribute
+    or an MLP-specific function: those functions are all a switch of network type edits."""
+    import ast
+    import pathlib
+    interface = {"_Problem", "_prepare", "_net_at", "_loss_and_grad_at", "_decay_mask"}
+    attrs = {"param_slices", "_view", "with_params", "check_input", "depth", "n_params",
+             "params", "unflatten", "weights", "biases", "activation", "d_in", "d_out"}
+    names = {"MLP", "_loss_and_grad", "prepare", "as_network"}
+    root = pathlib.Path(training_loop.__file__).parent
+    hits = []
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for top in tree.body:
+            if path.name == "loop.py" and getattr(top, "name", None) in interface:
+                continue
+            for node in ast.walk(top):
+                if isinstance(node, ast.Attribute) and node.attr in attrs:
+                    hits.append(f"{path.name}:{node.lineno} .{node.attr}")
+                elif isinstance(node, ast.Name) and node.id in names:
+                    hits.append(f"{path.name}:{node.lineno} {node.id}")
+    assert not hits, f"network-specific code outside the interface: {hits}"
+    assert interface <= set(vars(training_loop))
+
+
 # ------------------------------------------------------------------ records and stopping
 def test_records_values():
     """Recorded values equal the quantities recomputed at the recorded steps."""
@@ -351,6 +615,13 @@ def test_inputs_not_mutated():
     (dict(callback=lambda t, n: {"a": 1.0} if t == 0 else {"b": 1.0}), "callback"),
     (dict(sharpness_kw=[1]), "sharpness_kw"), (dict(seed=None), "seed"), (dict(loss="l1"), "loss"),
     (dict(weight_decay=-0.1), "weight_decay"), (dict(grad_fn=3), "grad_fn"),
+    (dict(optimizer=3), "optimizer"), (dict(optimizer=Adam(lr=0.1), lr=0.1), "lr"),
+    (dict(optimizer=Momentum(lr=0.1), momentum=0.5), "momentum"),
+    (dict(optimizer=Adam(lr=0.1), betas=(0.9, 0.9)), "betas"),
+    (dict(optimizer=Adam(lr=0.1), eps_adam=1e-3), "eps_adam"),
+    (dict(optimizer=GD(lr=0.1), weight_decay=0.0), "weight_decay"),
+    (dict(optimizer=GD(lr=0.1), batch_size=3), "batch_size"),
+    (dict(betas="ab"), "betas"),
 ])
 def test_bad_arguments(kw, name):
     net, x, y = _data(12)
@@ -366,3 +637,14 @@ def test_bad_data():
         train(net, x, y[:3])
     with pytest.raises(TypeError, match="net"):
         train("net", x, y)
+
+
+def test_options_are_keyword_only():
+    """Only ``loss`` may follow the data positionally (as examples/local_rank_training.py and
+    examples/randomized_backprop.py pass it)."""
+    net, x, y = _data(15)
+    a = train(net, x, y, "mse", steps=3)
+    b = train(net, x, y, loss="mse", steps=3)
+    np.testing.assert_array_equal(a.net.params, b.net.params)
+    with pytest.raises(TypeError):
+        train(net, x, y, "mse", "gd")
