@@ -13,7 +13,9 @@ Comparing
 >>> rt.assert_matches_reference("grad", mine, net, x, y)        # doctest: +SKIP
 
 ``assert_matches_reference`` raises ``AssertionError`` with the report of :func:`compare`
-(max absolute and relative error, the 5 worst entries with their indices, the tolerance).
+(verdict, max absolute and relative error, the 5 worst entries with their indices, the
+tolerance) unless the verdict is MATCH: a MISMATCH and an UNDETERMINED verdict (a
+non-finite reference or tolerance somewhere: nothing could have failed there) both raise.
 Default tolerances are derived from a rounding-error analysis for the precision ``theirs``
 was computed in (its dtype, or ``precision=``): see :mod:`refnet.oracle`. The quantities are
 those of :data:`refnet.oracle.QUANTITIES`: ``loss``, ``grad``, ``per-example-grads``,
@@ -78,11 +80,13 @@ import re
 import numpy as np
 
 from .mlp import MLP
+from .converters import from_flax, from_torch  # noqa: F401 (re-exported)
 
 __all__ = ["assert_matches_reference", "compare", "reference", "loss_scale",
            "convert_loss", "convert_grad", "convert_hvp", "convert_hessian",
            "convert_sharpness", "mlp_from_state_dict", "state_dict_from_mlp",
            "mlp_from_flax_params", "flax_params_from_mlp", "to_numpy", "CONVENTIONS"]
+__all__ += ["from_torch", "from_flax"]
 
 #: loss conventions understood by the converters (see module docstring)
 CONVENTIONS = ("mean", "sum", "mean_elements")
@@ -147,7 +151,13 @@ def compare(quantity, theirs, net, x=None, y=None, loss=None, v=None, rtol=None,
 
     Returns
     -------
-    :class:`refnet.oracle.Report`; ``report.matches`` is the verdict, ``str(report)`` the text.
+    :class:`refnet.oracle.Report`; ``report.verdict`` is ``"MATCH"``, ``"MISMATCH"`` or
+    ``"UNDETERMINED"`` (``report.matches`` is True exactly for ``"MATCH"``), ``str(report)``
+    the text. UNDETERMINED: nothing is certainly wrong, but some entry cannot be judged, its
+    reference not being finite (float64 overflow: never a MATCH, whatever the tolerance) or
+    its derived tolerance infinite or NaN (γ_K(u) = ∞ once K·u ≥ 1, e.g. float16 with a
+    layer of ≥ 2038 units); the report says which entries and what to do (smaller inputs, a
+    higher ``precision``, or explicit ``atol=``, ``rtol=``).
     """
     from .oracle import compare as _compare
 
@@ -158,14 +168,16 @@ def compare(quantity, theirs, net, x=None, y=None, loss=None, v=None, rtol=None,
 
 def assert_matches_reference(quantity, theirs, net, x=None, y=None, loss=None, v=None,
                              rtol=None, atol=None, precision=None, **kw):
-    """Raise ``AssertionError`` (message: the :func:`compare` report) unless ``theirs``
-    matches refnet's reference for ``quantity``; return the report otherwise.
+    """Raise ``AssertionError`` (message: the :func:`compare` report) unless the verdict is
+    MATCH; return the report otherwise.
 
-    Parameters are those of :func:`compare`.
+    A MISMATCH and an UNDETERMINED verdict both raise: a test passes only on a comparison
+    that could have failed. The message starts with the verdict (``refnet compare grad:
+    UNDETERMINED - ...``). Parameters are those of :func:`compare`.
     """
     rep = compare(quantity, theirs, net, x, y, loss, v, rtol=rtol, atol=atol,
                   precision=precision, **kw)
-    if not rep.matches:
+    if rep.verdict != "MATCH":
         raise AssertionError("\n" + str(rep))
     return rep
 
