@@ -1,7 +1,10 @@
 """refnet: a NumPy-only reference implementation and test oracle for deep-learning theory.
 
-Conventions (see README): weights ``(n_out, n_in)``; flat parameters W_1 row-major,
-b_1, W_2, b_2, ...; losses are means over the batch, MSE with a ½; float64.
+Conventions (see README): weights ``(n_out, n_in)``; flat parameters in the order of the
+equivalent torch module's ``parameters()`` (an MLP: W_1 row-major, b_1, W_2, b_2, ...);
+losses are means over the batch, MSE with a ½; float64. Networks are built from
+:mod:`refnet.layers` (:class:`Network`) or as an :class:`MLP`; every quantity runs on both
+through :mod:`refnet.engine`.
 """
 from .activations import ACTIVATIONS, get_activation
 from .backprop import jvp, loss, loss_and_grad, per_example_grads, vjp
@@ -9,6 +12,8 @@ from .io import load, save
 from .jacobians import input_jacobian, input_jacobians, ntk, param_jacobian
 from .losses import LOSSES, get_loss
 from .mlp import MLP, Trace
+from .network import Network, as_network
+from . import cases, engine, layers
 from .products import gaussian_lyapunov_spectrum, lyapunov_spectrum, network_lyapunov_spectrum
 from .meanfield import (chi1, correlation_map, correlation_monte_carlo, depth_scale,
                         edge_of_chaos, variance_map)
@@ -23,7 +28,7 @@ from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, ran
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Trace", "ACTIVATIONS", "LOSSES", "get_activation", "get_loss",
+    "MLP", "Trace", "Network", "as_network", "layers", "engine", "ACTIVATIONS", "LOSSES", "get_activation", "get_loss",
     "loss", "loss_and_grad", "per_example_grads", "vjp", "jvp",
     "input_jacobian", "input_jacobians", "param_jacobian", "ntk",
     "save", "load", "fd",

@@ -50,9 +50,10 @@ piecewise-linear activations are 0 everywhere (the Dirac mass at the kink is
 dropped, as every autodiff framework does). ``elu''(0) = 0``, again torch's value:
 its double backward of ``elu`` masks with z < 0, unlike its first backward, so f″
 takes the z > 0 branch at 0 while f′ takes the z <= 0 one. ``kinks`` lists the
-points where f′ jumps: ``(0.0,)`` for relu, for leaky_relu unless slope = 1, and
-for elu unless alpha = 1 (elu with alpha = 1 is C¹; its f″ still jumps from 1 to 0
-at 0, so a finite-difference check of f″ must avoid 0).
+points where f′ or f″ jumps — where a Richardson finite-difference stencil loses its
+error model: ``(0.0,)`` for relu, for leaky_relu unless slope = 1, and for every elu
+(with alpha = 1 elu is C¹, but its f″ jumps from 1 to 0 at 0: a Jacobian's or HVP's
+finite differences across 0 measured 37× their error estimate).
 
 Extreme inputs
 --------------
@@ -320,7 +321,7 @@ def _elu(alpha):
     return dict(f=f, df=df, d2f=d2f,
                 formula=f"z if z > 0 else {alpha!r} (exp(z) - 1); derivative at 0 is {alpha!r} "
                         f"(torch's z <= 0 branch), second derivative at 0 is 0 (torch's double backward)",
-                kinks=() if alpha == 1.0 else (0.0,))
+                kinks=(0.0,))      # f'' jumps at 0 even for alpha = 1 (module docstring)
 
 
 def _sin(**_):

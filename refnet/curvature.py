@@ -183,8 +183,8 @@ def hessian(net, x, y, loss="mse", method: str = "exact", symmetrize: bool = Tru
 def _has_kinks(net) -> bool:
     """Does any activation of the network (past its input) have a kink (ReLU-type)?"""
     from .layers import Activation
-    N = as_network(net)
-    return any(isinstance(a, Activation) and a.activation.kinks for a in N.layers[1:])
+    return any(isinstance(a, Activation) and a.activation.kinks
+               for a in as_network(net).leaves()[1:])
 
 
 def _loss_factor(lo, f, y) -> np.ndarray:

@@ -35,8 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import as_float_array, check_positive_int
-from .activations import get_activation
-from .mlp import MLP, _forward
 
 __all__ = ["FDResult", "TaylorResult", "default_step", "directional_derivative", "gradient",
            "jacobian", "taylor_test", "crosses_kink", "SAFETY", "REL_NOISE", "gamma"]
@@ -204,23 +202,36 @@ def taylor_test(fun, grad, x, v, h0=None, n_steps: int = 6, rel_noise: float = R
     return TaylorResult(hs, rem, orders, float(np.median(fin)) if fin.size else float("nan"), floor)
 
 
-def crosses_kink(net: MLP, x, h: float, dparams=None, dx=None) -> bool:
-    """Whether a central-difference stencil of half-width ``h`` along (``dparams``, ``dx``)
-    puts any pre-activation of a kinked activation (ReLU-type) on both sides of a kink.
+def _kinked_inputs(layers, caches):
+    """(input, kinks) of every kinked activation layer, residual blocks opened (from the
+    engine's caches: an activation keeps its input, a residual block its inner trace)."""
+    for layer, c in zip(layers, caches):
+        if hasattr(layer, "block"):
+            yield from _kinked_inputs(layer.block, c[0].caches)
+        elif getattr(layer, "kind", "") == "activation" and layer.activation.kinks:
+            yield c[0], layer.activation.kinks
 
-    Checks the sign pattern of every hidden pre-activation at t ∈ {−h, −h/2, 0, h/2, h}
-    (the points a Richardson stencil of level 1 spans). Always False for smooth
-    activations.
+
+def crosses_kink(net, x, h: float, dparams=None, dx=None) -> bool:
+    """Whether a central-difference stencil of half-width ``h`` along (``dparams``, ``dx``)
+    puts any input of a kinked activation (ReLU-type) on both sides of a kink.
+
+    Checks the sign pattern of every kinked activation's input at t ∈ {−h, −h/2, 0, h/2, h}
+    (the points a Richardson stencil of level 1 spans), on an MLP or any Network. Always
+    False for smooth activations.
     """
-    act = get_activation(net.activation)
-    if not act.kinks or net.depth == 1:
-        return False
-    x = net.check_input(x)
-    theta = net.params
+    from . import engine
+    from .network import as_network
+    N = as_network(net)
+    x = N.check_input(x)
+    theta = N.params
     patterns = []
     for t in (-h, -h / 2, 0.0, h / 2, h):
-        n2 = net if dparams is None else net.with_params(theta + t * np.asarray(dparams))
+        n2 = N if dparams is None else N.with_params(theta + t * np.asarray(dparams))
         x2 = x if dx is None else x + t * np.asarray(dx)
-        tr = _forward(n2, x2)
-        patterns.append(np.concatenate([(z > k).ravel() for z in tr.pre[:-1] for k in act.kinks]))
+        tr = engine.forward(n2.layers, x2)
+        pat = [(z > k).ravel() for z, ks in _kinked_inputs(n2.layers, tr.caches) for k in ks]
+        if not pat:
+            return False
+        patterns.append(np.concatenate(pat))
     return any(not np.array_equal(patterns[0], p) for p in patterns[1:])

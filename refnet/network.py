@@ -104,6 +104,18 @@ class Network:
                              f"(end it with refnet.layers.MeanPool() or Flatten())")
         return self.out_shape[0]
 
+    def leaves(self):
+        """Every layer, with residual blocks (and their projections) opened, in order."""
+        def walk(layers):
+            for layer in layers:
+                if hasattr(layer, "block"):
+                    yield from walk(layer.block)
+                    if layer.proj is not None:
+                        yield layer.proj
+                else:
+                    yield layer
+        return list(walk(self.layers))
+
     # ------------------------------------------------------------------ parameters
     @property
     def param_arrays(self) -> tuple:

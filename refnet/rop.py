@@ -20,13 +20,15 @@ Gauss-Newton product G θ̇ = Jᵀ (∇²_f L) J θ̇ (Schraudolph 2002, "Fast c
 products", §3; Martens 2020, JMLR 21, §8): the forward pass as above, then
 R{δ_{l-1}} = (R{δ_l} W_l) ⊙ φ'(z_{l-1}) and R{∂L/∂W_l} = R{δ_l}ᵀ a_{l-1}.
 
-The Hessian is never formed. A :class:`CurvatureContext` caches the forward trace, the
-first-order deltas δ_l, φ'(z_l) and (δ_{l+1} W_{l+1}) ⊙ φ''(z_l), so an HVP on cached data costs
-6 matrix products per layer (2 forward, 4 backward; 2 for the first layer), about two
-gradient evaluations (a gradient with its forward pass is 3 per layer); the uncached
-:func:`hvp` adds one forward and backward pass (about three gradients in all). Several
+The Hessian is never formed. These formulas are those of :mod:`refnet.engine`'s tangent and
+R-backward sweeps on an MLP's layers (Linear: r_x = u Ẇ, r_W = uᵀẋ; activation:
+r_x = u ⊙ φ'' ⊙ ẋ); the same sweeps serve every network built from :mod:`refnet.layers`.
+A :class:`CurvatureContext` caches the forward trace, the first-order cotangents and each
+layer's curvature cache (for φ: (δ_{l+1} W_{l+1}) ⊙ φ''(z_l)), so an HVP on cached data costs
+6 matrix products per Linear layer (2 forward, 4 backward; 2 for the first layer), about two
+gradient evaluations; the uncached :func:`hvp` adds one forward and backward pass. Several
 directions ``v`` of shape ``(P, k)`` go through the same matrix products at once, with the k
-directions as an extra batch axis (tangents of shape ``(batch, k, n_l)``), in column chunks
+directions as an extra axis (tangents of shape ``(batch, k, *f)``), in column chunks
 bounding the tangents' memory to :data:`CHUNK_FLOATS` floats.
 
 ReLU-type activations: φ'' = 0 (the Dirac mass at the kink is dropped, as autodiff frameworks
@@ -261,9 +263,13 @@ def _rounding_count(net, n: int) -> int:
     weight gradient: a sum over 2n products. Upper-bounded by
     K = 2 Σ_l (n_{l-1} + n_l) + 6 L + 2 n + d_out + 8.
     """
-    w = net.widths
-    return int(2 * sum(a + b for a, b in zip(w[:-1], w[1:])) + 6 * net.depth + 2 * n
-               + net.d_out + 8)
+    if hasattr(net, "widths"):
+        w = net.widths
+    else:                                    # an MLP-like Network: its Linear layers' widths
+        lin = as_network(net).layers[::2]
+        w = (lin[0].weight.shape[1],) + tuple(a.weight.shape[0] for a in lin)
+    return int(2 * sum(a + b for a, b in zip(w[:-1], w[1:])) + 6 * (len(w) - 1) + 2 * n
+               + w[-1] + 8)
 
 
 def _rop(ctx: CurvatureContext, VT: np.ndarray, gauss_newton: bool = False) -> np.ndarray:

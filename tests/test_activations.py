@@ -186,7 +186,7 @@ KINK_CASES = [
     ("leaky_relu(slope=0.2)", 0.2, 0.0, (0.0,), True),
     ("leaky_relu(slope=-0.5)", -0.5, 0.0, (0.0,), True),
     ("leaky_relu(slope=1.0)", 1.0, 0.0, (), True),
-    ("elu", 1.0, 0.0, (), False),
+    ("elu", 1.0, 0.0, (0.0,), False),    # f'' jumps: a kink for finite differences
     ("elu(alpha=0.5)", 0.5, 0.0, (0.0,), False),
     ("elu(alpha=2.0)", 2.0, 0.0, (0.0,), False),
     ("silu", 0.5, 0.5, (), False),
@@ -198,15 +198,17 @@ KINK_CASES = [
 @pytest.mark.parametrize("spec, d1, d2, kinks, homog", KINK_CASES)
 def test_kink_conventions(spec, d1, d2, kinks, homog):
     """Documented values at 0 (PyTorch's): relu'(0) = 0, leaky_relu'(0) = slope,
-    elu'(0) = alpha, elu''(0) = 0; kinks lists where f' jumps; the flags are right."""
+    elu'(0) = alpha, elu''(0) = 0; kinks lists where f' or f'' jumps; the flags are right."""
     a = get_activation(spec)
     z = np.array([0.0, -0.0])
     np.testing.assert_array_equal(a.f(z), [0.0, 0.0])
     np.testing.assert_array_equal(a.df(z), [d1, d1])
     np.testing.assert_array_equal(a.d2f(z), [d2, d2])
     assert a.kinks == kinks and a.positively_homogeneous == homog
-    if kinks:  # the one-sided derivatives differ
-        assert a.df(np.array([-1e-9]))[0] != pytest.approx(a.df(np.array([1e-9]))[0], abs=1e-3)
+    if kinks:  # the one-sided first or second derivatives differ
+        lo, hi = np.array([-1e-9]), np.array([1e-9])
+        assert (a.df(lo)[0] != pytest.approx(a.df(hi)[0], abs=1e-3)
+                or a.d2f(lo)[0] != pytest.approx(a.d2f(hi)[0], abs=1e-3))
     if homog:
         x = np.linspace(-3, 3, 13)
         np.testing.assert_allclose(a.f(2.5 * x), 2.5 * a.f(x), rtol=1e-15)

@@ -35,6 +35,7 @@ _TOPICS = (
     "random_depth",
     "spectral",
     "randomized",
+    "layers",
 )
 
 
