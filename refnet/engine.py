@@ -115,7 +115,8 @@ def r_backward(layers, trace: ForwardTrace, scaches, xdots, pdots, tcaches, ru, 
         nx = i > stop or need_x
         r = None if ru is None else layer.vjp(c, ru, out[i], need_x=nx)
         if not gauss_newton:
-            t = layer.vjp_tangent(c, scaches[i], xdots[i], pdots[i], tcaches[i], out[i])
+            t = layer.vjp_tangent(c, scaches[i], xdots[i], pdots[i], tcaches[i], out[i],
+                                      need_x=nx)
             if nx and t is not None:
                 r = t if r is None else r + t
         ru = r

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import engine
 from .backprop import _check_net
+from .layers import Linear
 from .mlp import MLP
 from .network import as_network
 
@@ -61,15 +62,19 @@ def _jacobians_upto(net, x: np.ndarray, last: int, only=None) -> list:
     want = {_engine_index(net, l): l for l in (range(1, last + 1) if only is None else only)}
     n, fin = x.shape[0], x.shape[1:]
     D = int(np.prod(fin))
-    t = np.broadcast_to(np.eye(D).reshape((1, D) + fin), (n, D) + fin).copy()
+    t = None
     out = []
     for i, layer in enumerate(N.layers[:stop], start=1):
         v, cache = layer.forward(x, True)
-        t, _ = layer.jvp(cache, t, None)
+        if t is None and isinstance(layer, Linear) and x.ndim == 2:
+            t = np.broadcast_to(layer.weight.T, (n,) + layer.weight.T.shape).copy()   # Wᵀ
+        else:
+            if t is None:              # ẋ = the identity over the input features
+                t = np.broadcast_to(np.eye(D).reshape((1, D) + fin), (n, D) + fin).copy()
+            t, _ = layer.jvp(cache, t, None)
         x = v
-        if i in want:                  # (n, D, *f) -> (n, *f, *f_in)
-            J = np.moveaxis(t, 1, -1).reshape((n,) + t.shape[2:] + fin)
-            out.append(np.ascontiguousarray(J))
+        if i in want:                  # (n, D, *f) -> (n, *f, *f_in), a transposed view
+            out.append(np.moveaxis(t, 1, -1).reshape((n,) + t.shape[2:] + fin))
     return out
 
 

@@ -65,6 +65,18 @@ def test_claims_can_fail():
     assert abs(t.order - 1) < 0.1
 
 
+def test_taylor_claim_rejects_a_wrong_gradient_even_after_extrapolation(monkeypatch):
+    """The claim's Richardson-extrapolated order stays near 1 for a gradient that is off."""
+    case = random_case(3, (3, 4, 2), "tanh", batch=4)
+    true = D.loss_and_grad
+
+    def wrong(net, x, y, lo):
+        L, g = true(net, x, y, lo)
+        return L, g * (1 + 1e-3) + 1e-4
+    monkeypatch.setattr(D, "loss_and_grad", wrong)
+    assert not D.taylor_remainder_order_two(case).holds
+
+
 @given(net_cases(max_depth=4))
 def test_chain_rule(case):
     """Layer chain rule J_{l+1} = W_{l+1} D_l J_l with D_l = diag φ'(z_l), built explicitly."""

@@ -539,7 +539,7 @@ def test_per_example_cotangents_sum_to_batch():
 class _NoCurvature(LayerNorm):
     """vjp_tangent dropped (LayerNorm treated as linear in the second-order sweep)."""
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         return None
 
 
@@ -554,7 +554,7 @@ class _NoRdot(LayerNorm):
         g = self.weight if self.affine else 1.0
         return yd + g * cache[1][:, None] * cache[0][:, None] * s, tc
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         rx = super().vjp_tangent(cache, scache, xdot, pdot, tcache, out)
         return rx + cache[1][:, None] * tcache[1] * scache[3][:, None]
 
@@ -570,7 +570,7 @@ class _UnweightedMean(LayerNorm):
 class _NoMeanTerm(LayerNorm):
     """vjp_tangent without −m ẋ̂ (x̂ held fixed in x̂ mean(ū ⊙ x̂)); a symmetric term."""
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         rx = super().vjp_tangent(cache, scache, xdot, pdot, tcache, out)
         return rx + cache[1][:, None] * scache[2][:, None] * tcache[0]
 
@@ -578,7 +578,7 @@ class _NoMeanTerm(LayerNorm):
 class _NoGainTerm(LayerNorm):
     """vjp_tangent that never adds r_γ = Σ u ⊙ ẋ̂ into ``out``."""
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         return super().vjp_tangent(cache, scache, xdot, pdot, tcache, ())
 
 

@@ -51,8 +51,8 @@ def test_property_claims_hold(claim_fn, cases):
 class _WrongTangent(Linear):
     """Linear with r_W = 2 Σ uᵀẋ (a factor-2 bug in the second-order term)."""
 
-    def vjp_tangent(self, x, u, xdot, pdot, tcache, out):
-        rx = super().vjp_tangent(x, u, xdot, pdot, tcache, out)
+    def vjp_tangent(self, x, u, xdot, pdot, tcache, out, need_x=True):
+        rx = super().vjp_tangent(x, u, xdot, pdot, tcache, out, need_x)
         if out and xdot is not None:
             gW = out[0]
             gW *= 2.0

@@ -56,7 +56,7 @@ class Activation(Layer):
         d2 = self.activation.d2f(cache[0])
         return u[:, 0] * d2 if (u is not None and d2.any()) else None
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         if scache is None or xdot is None:
             return None
         return scache[:, None] * xdot

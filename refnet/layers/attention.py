@@ -334,7 +334,7 @@ class MultiheadAttention(Layer):
         dgK = c * (_T(dgZ) @ Q + _T(gZ) @ Qd)
         return np.concatenate([_cat(dgQ), _cat(dgK), _cat(dgV)], axis=-1)
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         if scache is None or tcache is None:
             return None
         x = cache[0]

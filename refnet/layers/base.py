@@ -16,14 +16,15 @@ method                        returns            math (y = F(x; θ))
 ``curvature_cache(cache, u)`` ``scache``         what the second-order term needs from the
                                                  first-order cotangent u (default: u itself)
 ``vjp_tangent(cache, scache,  ``r_x``            d/dε [J(x + εẋ, θ + εθ̇)ᵀ u] at ε = 0, u held
-ẋ, θ̇, tcache, out)``                             fixed; the θ part *added* into ``out``
+ẋ, θ̇, tcache, out, need_x)``                     fixed; the θ part *added* into ``out``
 ============================  =================  ==============================================
 
 Shapes: ``x`` is ``(n, *f_in)``, ``y`` ``(n, *f_out)``; tangents ``ẋ`` ``(n, k, *f_in)`` and
 cotangents ``u`` ``(n, k, *f_out)``; a parameter tangent θ̇ is a tuple with one
 ``(k, *p.shape)`` array per parameter. ``out`` is a tuple of arrays of shape
 ``(k, *p.shape)``, or ``(n, k, *p.shape)`` with ``per_example=True`` (views into the
-engine's flat buffer, which starts at zero; add with ``g = out[0]; g += …``, since
+engine's flat buffer, which starts at zero; ``need_x=False`` (the first layer) lets a layer skip
+``u_x`` / ``r_x``, returning None; add with ``g = out[0]; g += …``, since
 ``out[0] += …`` on a tuple raises TypeError after adding). ``None`` stands for a zero tangent or
 cotangent, and a method returns ``None`` for an output that is identically zero.
 
@@ -102,7 +103,7 @@ class Layer:
     def curvature_cache(self, cache, u):
         return None if u is None else u[:, 0]
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         return None
 
     def __repr__(self):

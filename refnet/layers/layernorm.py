@@ -240,7 +240,7 @@ class LayerNorm(Layer):
         m = _mean(ub * xh)
         return u1, ub, m, r * (ub - _mean(ub) - xh * m)
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         wd, _ = self._slots(pdot)
         if scache is None or (xdot is None and wd is None):
             return None

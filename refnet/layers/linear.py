@@ -105,7 +105,7 @@ class Linear(Layer):
             y = t if y is None else y + t
         return y, None
 
-    def vjp_tangent(self, x, u, xdot, pdot, tcache, out):
+    def vjp_tangent(self, x, u, xdot, pdot, tcache, out, need_x=True):
         if out and xdot is not None:                     # r_W = Σ uᵀ ẋ
             if x.ndim == 2:
                 n, k, i = xdot.shape
@@ -114,7 +114,7 @@ class Linear(Layer):
             else:
                 gW = out[0]
                 gW += np.einsum("n...o,nk...i->koi", u, xdot, optimize=True)
-        if pdot is None:
+        if pdot is None or not need_x:
             return None
         Wd = pdot[0]                                     # r_x = u Ẇ
         k, o, i = Wd.shape

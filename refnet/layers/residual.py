@@ -146,7 +146,7 @@ class Residual(Layer):
         _, us = engine.backward(self.block, tr, u, [()] * len(self.block), need_x=True, keep=True)
         return us, engine.curvature_caches(self.block, tr, us), u[:, 0]
 
-    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out):
+    def vjp_tangent(self, cache, scache, xdot, pdot, tcache, out, need_x=True):
         if scache is None or (xdot is None and pdot is None):
             return None
         tr, pc = cache
@@ -162,5 +162,5 @@ class Residual(Layer):
             for a, b in zip(o, t):
                 a += b
         if self.proj is not None:
-            rx = _add(rx, self.proj.vjp_tangent(pc, u, xdot, pp, None, pout))
+            rx = _add(rx, self.proj.vjp_tangent(pc, u, xdot, pp, None, pout, need_x=need_x))
         return rx
