@@ -70,17 +70,8 @@ def chain(layer, S_len, order=1):
     return order * (3 * d + dh + 3 * S_len + 16)
 
 
-def pack(x, params):
-    return np.concatenate([x.ravel()] + [p.ravel() for p in params])
 
 
-def unpack(z, x_shape, layer):
-    nx = int(np.prod(x_shape))
-    x, k, ps = z[:nx].reshape(x_shape), nx, []
-    for p in layer.params:
-        ps.append(z[k:k + p.size].reshape(p.shape))
-        k += p.size
-    return x, ps
 
 
 def split_dirs(V, x_shape, layer):
@@ -110,9 +101,6 @@ def tolerance(J, E, V, K):
     return SAFETY * (E @ aV) + (4 * gamma(K) + gamma(J.shape[1])) * (np.abs(J) @ aV)
 
 
-def ratio(a, b, tol):
-    """max |a − b| / tol (<= 1 passes)."""
-    return float(np.max(np.abs(a - b) / tol))
 
 
 def layer_map(layer, x_shape):
@@ -135,13 +123,6 @@ def vjp_map(layer, x_shape, u):
     return g
 
 
-def directions(rng, n_in, nx, k, which):
-    V = rng.standard_normal((n_in, k))
-    if which == "x":
-        V[nx:] = 0
-    elif which == "theta":
-        V[:nx] = 0
-    return V
 
 
 def tangents(layer, V, x_shape, which):
@@ -277,30 +258,8 @@ def test_vjp_out_empty_per_example_and_zero_cotangent():
 
 
 # ============================================================================ 3. engine
-def mse_parts(net, x, y):
-    tr = engine.forward(net.layers, x)
-    return tr, ((tr.output - y) / x.shape[0])[:, None]
-
-
-def engine_grad(net, x, y):
-    tr, u = mse_parts(net, x, y)
-    buf = np.zeros((1, net.n_params))
-    engine.backward(net.layers, tr, u, net.views(buf))
-    return buf[0]
-
-
-def engine_hvp(net, x, y, V, gauss_newton=False):
-    """H V ``(P, k)`` for L = (1/n) Σ ½‖f − y‖²: R-operator with R{u_L} = ḟ / n."""
-    tr, u = mse_parts(net, x, y)
-    scratch = np.zeros((1, net.n_params))
-    _, us = engine.backward(net.layers, tr, u, net.views(scratch), keep=True)
-    sc = engine.curvature_caches(net.layers, tr, us)
-    pdots = [p if p else None for p in net.views(np.ascontiguousarray(V.T))]
-    xdots, tcs, fdot = engine.tangent(net.layers, tr, pdots)
-    out = np.zeros((V.shape[1], net.n_params))
-    engine.r_backward(net.layers, tr, sc, xdots, pdots, tcs, fdot / x.shape[0], net.views(out),
-                      gauss_newton=gauss_newton)
-    return out.T
+from layer_helpers import (_close, directions, engine_grad, engine_hvp,  # noqa: E402,F401
+                           mse_parts, pack, ratio, unpack)
 
 
 def attention_net(kind, causal, seed):
@@ -539,10 +498,6 @@ def _torch_call(m, layer, xt):
     return m(xt, xt, xt, need_weights=False, attn_mask=mask)[0]
 
 
-def _close(ours, ref):
-    """rtol 1e-12 with atol 1e-12 · max|ref| (module docstring)."""
-    ref = ref.detach().numpy() if hasattr(ref, "detach") else ref
-    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("h,causal,bias", CASES, ids=CASE_IDS)

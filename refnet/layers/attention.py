@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Layer, frozen, matmul_last
+from .base import Layer, add_or_none, frozen, matmul_last
 
 __all__ = ["MultiheadAttention"]
 
@@ -93,12 +93,6 @@ def _softmax(Z: np.ndarray, mask) -> np.ndarray:
 def _softmax_apply(A: np.ndarray, t: np.ndarray) -> np.ndarray:
     """(diag(a) − a aᵀ) t per row: A ⊙ (t − rowsum(A ⊙ t)); the softmax JVP and VJP."""
     return A * (t - _rowsum(A * t))
-
-
-def _add(a, b):
-    if a is None:
-        return b
-    return a if b is None else a + b
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -286,7 +280,7 @@ class MultiheadAttention(Layer):
             t = np.einsum("nsi,kpi->nksp", x, Wd, optimize=True)
             if bd is not None:
                 t += bd[None, :, None, :]
-            Pd = _add(Pd, t)
+            Pd = add_or_none(Pd, t)
         return Pd
 
     def jvp(self, cache, xdot, pdot):

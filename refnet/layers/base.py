@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Layer", "frozen", "matmul_last", "sum_to_k", "MISSING"]
+__all__ = ["Layer", "frozen", "matmul_last", "sum_to_k", "add_or_none", "MISSING"]
 
 MISSING = object()
 
@@ -46,6 +46,13 @@ def frozen(a) -> np.ndarray:
     a = np.array(a, dtype=np.float64, copy=True)
     a.flags.writeable = False
     return a
+
+
+def add_or_none(a, b):
+    """a + b where None stands for zero (the protocol's zero tangent or cotangent)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 def matmul_last(a: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import engine
-from .base import Layer
+from .base import Layer, add_or_none
 from .linear import Linear
 
 __all__ = ["Residual"]
@@ -36,12 +36,6 @@ def _split(items, layers):
         out.append(tuple(items[k:k + m]))
         k += m
     return out, tuple(items[k:])
-
-
-def _add(a, b):
-    if a is None:
-        return b
-    return a if b is None else a + b
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -137,7 +131,7 @@ class Residual(Layer):
         bp, pp = self._pdots(pdot)
         xdots, tcs, yb = engine.tangent(self.block, tr, bp, xdot)
         ys = xdot if self.proj is None else self.proj.jvp(pc, xdot, pp)[0]
-        return _add(yb, ys), (xdots, tcs)
+        return add_or_none(yb, ys), (xdots, tcs)
 
     def curvature_cache(self, cache, u):
         if u is None:
@@ -162,5 +156,6 @@ class Residual(Layer):
             for a, b in zip(o, t):
                 a += b
         if self.proj is not None:
-            rx = _add(rx, self.proj.vjp_tangent(pc, u, xdot, pp, None, pout, need_x=need_x))
+            rx = add_or_none(rx, self.proj.vjp_tangent(pc, u, xdot, pp, None, pout,
+                                                       need_x=need_x))
         return rx
