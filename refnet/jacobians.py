@@ -78,6 +78,21 @@ def _jacobians_upto(net, x: np.ndarray, last: int, only=None) -> list:
     return out
 
 
+def _reverse_jacobian(net, x: np.ndarray, layer: int) -> np.ndarray:
+    """∂v_layer/∂x by reverse mode: the engine's backward sweep over layers 1..layer from the
+    K = size(v_layer) cotangents e_1..e_K at once (no parameter cotangents), ``(n, *f, *f_in)``.
+    Cheaper than forward mode when K < size(x_i) (e.g. an MLP's output)."""
+    N = as_network(net)
+    stop = _engine_index(net, layer)
+    layers = N.layers[:stop]
+    tr = engine.forward(layers, x)
+    n, f = x.shape[0], tr.output.shape[1:]
+    K = int(np.prod(f))
+    u = np.broadcast_to(np.eye(K).reshape((1, K) + f), (n, K) + f).copy()
+    ux, _ = engine.backward(layers, tr, u, [()] * len(layers), need_x=True)
+    return ux.reshape((n,) + f + x.shape[1:])
+
+
 def input_jacobians(net, x) -> list:
     """Jacobians of every layer's output w.r.t. the input, in one pass.
 
@@ -112,6 +127,16 @@ def input_jacobian(net, x, layer: int = -1) -> np.ndarray:
     net = _check_net(net)
     x = net.check_input(x)
     layer = _layer_index(net, layer)
+    return _jacobian_of_layer(net, x, layer)
+
+
+def _jacobian_of_layer(net, x: np.ndarray, layer: int) -> np.ndarray:
+    """One layer's input Jacobian by the cheaper mode: reverse when the layer has fewer
+    outputs per example than the input has features, forward otherwise."""
+    shape = as_network(net).shapes[_engine_index(net, layer)]
+    size = int(np.prod([x.shape[1] if s is None else s for s in shape]))  # None: the sequence
+    if size < x[0].size:
+        return _reverse_jacobian(net, x, layer)
     return _jacobians_upto(net, x, layer, only=(layer,))[-1]
 
 

@@ -54,7 +54,7 @@ import numpy as np
 from ._validate import check_positive_float, check_positive_int
 from .backprop import _check_net
 from .mlp import MLP
-from .jacobians import _jacobians_upto, _layer_index
+from .jacobians import _jacobian_of_layer, _jacobians_upto, _layer_index
 
 __all__ = ["local_rank", "jacobian_singular_values", "numerical_rank", "rank_threshold",
            "PAPER_ATOL"]
@@ -178,7 +178,8 @@ def _chunked_singular_values(net, x, layers, batch_size):
     """Yield ``(rows, layer, σ (len(rows), min(n_l, d_in)))`` chunk by chunk: one chunk's
     Jacobians in memory at a time."""
     for sl in _chunks(x.shape[0], batch_size):
-        Js = _jacobians_upto(net, x[sl], max(layers), only=layers)
+        Js = (_jacobians_upto(net, x[sl], max(layers), only=layers) if len(layers) > 1
+              else [_jacobian_of_layer(net, x[sl], layers[0])])
         for k, J in zip(layers, Js):      # (n, *f_l, *f_in) as (n, size f_l, size f_in)
             yield sl, k, np.linalg.svd(J.reshape(J.shape[0], -1, x[0].size), compute_uv=False)
         del Js
