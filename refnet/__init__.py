@@ -13,7 +13,7 @@ from .jacobians import input_jacobian, input_jacobians, ntk, param_jacobian
 from .losses import LOSSES, get_loss
 from .mlp import MLP, Trace
 from .network import Network, as_network
-from . import cases, engine, layers
+from . import cases, engine, layers, rounding
 from .products import gaussian_lyapunov_spectrum, lyapunov_spectrum, network_lyapunov_spectrum
 from .meanfield import (chi1, correlation_map, correlation_monte_carlo, depth_scale,
                         edge_of_chaos, variance_map)
@@ -21,6 +21,11 @@ from .cutoff import critical_scale, cutoff_profile, predicted_cutoff
 from .curvature import (gauss_newton, gauss_newton_operator, hessian, hessian_eigenvalues,
                         hessian_operator, hessian_residual, hessian_trace, hvp, hvp_fd, sharpness)
 from .training import Run, train
+from .curvature_extra import (batch_l2_grad, empirical_fisher, fisher, ggn_diagonal,
+                              ggn_vector_product, grad_second_moment, grad_variance,
+                              hessian_blocks, hessian_diagonal, kfac_factors, nngp_kernel,
+                              ntk_kernel)
+from .eigenpairs import compare_eigenpairs
 from .local_rank import jacobian_singular_values, local_rank
 from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, randomized,
                spectral, testing, univariate)
@@ -40,6 +45,9 @@ __all__ = [
     # curvature
     "hvp", "hvp_fd", "hessian", "hessian_operator", "gauss_newton_operator", "gauss_newton",
     "hessian_residual", "hessian_eigenvalues", "sharpness", "hessian_trace", "curvature",
+    "ggn_vector_product", "ggn_diagonal", "hessian_diagonal", "hessian_blocks", "fisher",
+    "empirical_fisher", "grad_second_moment", "grad_variance", "batch_l2_grad", "kfac_factors",
+    "nngp_kernel", "ntk_kernel", "compare_eigenpairs", "rounding", "cases",
     # training dynamics
     "train", "Run", "univariate",
     # local rank (the function; import helpers with ``from refnet.local_rank import ...``)
