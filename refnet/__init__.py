@@ -13,7 +13,7 @@ from .jacobians import input_jacobian, input_jacobians, ntk, param_jacobian
 from .losses import LOSSES, get_loss
 from .mlp import MLP, Trace
 from .network import Network, as_network
-from . import cases, engine, layers, rounding
+from . import cases, diagnosis, engine, layers, rounding
 from .products import gaussian_lyapunov_spectrum, lyapunov_spectrum, network_lyapunov_spectrum
 from .meanfield import (chi1, correlation_map, correlation_monte_carlo, depth_scale,
                         edge_of_chaos, variance_map)
@@ -47,7 +47,7 @@ __all__ = [
     "hessian_residual", "hessian_eigenvalues", "sharpness", "hessian_trace", "curvature",
     "ggn_vector_product", "ggn_diagonal", "hessian_diagonal", "hessian_blocks", "fisher",
     "empirical_fisher", "grad_second_moment", "grad_variance", "batch_l2_grad", "kfac_factors",
-    "nngp_kernel", "ntk_kernel", "compare_eigenpairs", "rounding", "cases",
+    "nngp_kernel", "ntk_kernel", "compare_eigenpairs", "rounding", "cases", "diagnosis",
     # training dynamics
     "train", "Run", "univariate",
     # local rank (the function; import helpers with ``from refnet.local_rank import ...``)
