@@ -21,12 +21,16 @@ method                        returns            math (y = F(x; θ))
 
 Shapes: ``x`` is ``(n, *f_in)``, ``y`` ``(n, *f_out)``; tangents ``ẋ`` ``(n, k, *f_in)`` and
 cotangents ``u`` ``(n, k, *f_out)``; a parameter tangent θ̇ is a tuple with one
-``(k, *p.shape)`` array per parameter. ``out`` is a tuple of arrays of shape
-``(k, *p.shape)``, or ``(n, k, *p.shape)`` with ``per_example=True`` (views into the
-engine's flat buffer, which starts at zero; ``need_x=False`` (the first layer) lets a layer skip
-``u_x`` / ``r_x``, returning None; add with ``g = out[0]; g += …``, since
-``out[0] += …`` on a tuple raises TypeError after adding). ``None`` stands for a zero tangent or
-cotangent, and a method returns ``None`` for an output that is identically zero.
+``(k, *p.shape)`` array per parameter.
+
+* ``out`` is a tuple of arrays of shape ``(k, *p.shape)``, or ``(n, k, *p.shape)`` with
+  ``per_example=True``: views into the engine's flat buffer, which starts at zero. An empty
+  tuple ``()`` asks for no parameter cotangents (input Jacobians, inner cotangents). To add,
+  write ``g = out[0]; g += …`` (``out[0] += …`` on a tuple raises TypeError after adding).
+* ``need_x=False`` (the first layer with parameters) lets a layer skip ``u_x`` / ``r_x`` and
+  return None.
+* ``None`` stands for a zero tangent or cotangent, and a method returns ``None`` for an
+  output that is identically zero.
 
 With these five methods Pearlmutter's R-operator is the same two sweeps for every network
 (see :mod:`refnet.engine`): R{u_x}, R{g_θ} = vjp(R{u}) + vjp_tangent(u, ẋ, θ̇). Dropping
