@@ -16,7 +16,8 @@
     ``allowed_float32``, ``quantity`` and ``meta_json``).
 
 ``refnet compare QUANTITY --model ... --inputs ... [--targets ...] --theirs T.npy [--rtol R]
-[--atol A] [--precision float16|float32|float64] [--json]``
+[--atol A] [--precision float16|float32|float64] [--bound worst-case|probabilistic]
+[--failure-probability P] [--json]``
     Compare another implementation's array with the reference: max absolute and relative
     error, the 5 worst entries with their indices, the tolerance, a verdict: MATCH,
     MISMATCH or UNDETERMINED. Exit 0 on MATCH, 1 on MISMATCH (including a shape mismatch or
@@ -29,7 +30,9 @@
     dtype, or ``--precision``) from a rounding-error analysis (:mod:`refnet.oracle`).
 
 ``refnet quantities``
-    The quantity table: name, shape, formula, what it needs.
+    The quantity registry (:data:`refnet.oracle.QUANTITIES`): name, shape, formula, what it
+    needs, options, aliases. The quantities and the option flags of compute/compare are
+    generated from it.
 
 ``refnet fixtures --out DIR [--force]``
     Golden fixtures for another project's CI (:mod:`refnet.fixtures`).
@@ -230,7 +233,7 @@ def _progress(enabled=True):
 
 
 def _reference_from_args(args, progress):
-    from .oracle import QUANTITIES, canonical_quantity, reference
+    from .oracle import QUANTITIES, canonical_quantity
 
     try:
         q = canonical_quantity(args.quantity)
@@ -253,14 +256,21 @@ def _reference_from_args(args, progress):
         raise UserError(f"--vector: quantity {q!r} needs a direction v of shape "
                         f"({net.n_params},) (.npy)")
     loss = args.loss.replace("-", "_")
+    return _call_reference(q, spec, net, x, y, loss, v, args, progress)
+
+
+def _call_reference(q, spec, net, x, y, loss, v, args, progress):
+    """The registry's options given on the command line, checked against ``spec``, then
+    :func:`refnet.oracle.reference`."""
+    from .oracle import OPTIONS, reference
+
     opts = {}
-    for name in ("layer", "k", "rank_atol", "rank_rtol"):
-        val = getattr(args, name)
+    for name, opt in OPTIONS.items():
+        val = getattr(args, name, None)
         if val is not None:
             if name not in spec.options:
-                flag = "--" + name.replace("_", "-")
-                raise UserError(f"{flag}: not used by quantity {q!r} (it takes "
-                                f"{['--' + o.replace('_', '-') for o in spec.options] or 'none'})")
+                raise UserError(f"{opt.flag}: not used by quantity {q!r} (it takes "
+                                f"{[OPTIONS[o].flag for o in spec.options] or 'none'})")
             opts[name] = val
     try:
         return reference(q, net, x, y=y, loss=loss, v=v, progress=progress, **opts)
@@ -299,7 +309,8 @@ def _cmd_compute(args) -> int:
         doc = {"quantity": ref.quantity, "shape": list(val.shape), "dtype": "float64",
                "value": val if val.size <= 10 ** 6 else None,
                "loss": ref.meta.get("loss"), "loss_convention": ref.meta.get("loss_convention"),
-               "tolerances": tol_summary, "notes": ref.notes("float64"), "meta": ref.meta,
+               "tolerances": tol_summary, "tolerance_unavailable": ref.tolerance_unavailable,
+               "notes": ref.notes("float64"), "meta": ref.meta,
                "out": out}
         print(json.dumps(jsonable(doc)))
         return 0
@@ -312,7 +323,9 @@ def _cmd_compute(args) -> int:
         fin = val[np.isfinite(val)]
         print(f"  min {fin.min():.6g}, max {fin.max():.6g}, "
               f"mean |.| {np.mean(np.abs(fin)):.6g}" if fin.size else "  (no finite entries)")
-    for p, s in tol_summary.items():
+    if ref.tolerance_unavailable:
+        print(f"  derived tolerance: not available ({ref.tolerance_unavailable})")
+    for p, s in ({} if ref.tolerance_unavailable else tol_summary).items():
         bad = (f"; not finite for {s['n_not_finite']} entries (a comparison there is "
                f"UNDETERMINED)" if s["n_not_finite"] else "")
         print(f"  derived tolerance for a {p} computation: |error| <= "
@@ -335,6 +348,20 @@ def _load_theirs(path):
     return np.asarray(arr)
 
 
+def _check_bound(args):
+    """--bound / --failure-probability, checked before any work."""
+    from .oracle import gamma_model
+
+    p = args.failure_probability
+    if not (0 < p < 1):
+        raise UserError(f"--failure-probability: expected a probability in (0, 1); "
+                        f"received {p}")
+    try:
+        gamma_model(args.bound, p)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--bound: {e}") from None
+
+
 def _cmd_compare(args) -> int:
     import numpy as np
 
@@ -351,10 +378,12 @@ def _cmd_compare(args) -> int:
         val = getattr(args, name)
         if val is not None and not (np.isfinite(val) and val >= 0):
             raise UserError(f"--{name}: expected a finite number >= 0; received {val}")
+    _check_bound(args)
     ref = _reference_from_args(args, _progress())
     try:
         rep = compare_arrays(ref, theirs, rtol=args.rtol, atol=args.atol,
-                             precision=args.precision)
+                             precision=args.precision, bound=args.bound,
+                             failure_probability=args.failure_probability)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
     if args.json:
@@ -365,14 +394,15 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_quantities(args) -> int:
-    from .oracle import QUANTITIES
+    from .oracle import OPTIONS, QUANTITIES
 
     for q in QUANTITIES.values():
         needs = [n for n, b in (("--targets", q.needs_targets), ("--vector", q.needs_vector)) if b]
-        opts = ["--" + o.replace("_", "-") for o in q.options]
+        opts = [OPTIONS[o].flag for o in q.options]
         print(f"{q.name:18s} {q.shape:20s} {q.summary}"
               + (f"  [needs {' '.join(needs)}]" if needs else "")
-              + (f"  [options {' '.join(opts)}]" if opts else ""))
+              + (f"  [options {' '.join(opts)}]" if opts else "")
+              + (f"  [aliases {' '.join(q.aliases)}]" if q.aliases else ""))
     return 0
 
 
@@ -395,7 +425,9 @@ def _cmd_fixtures(args) -> int:
 
 
 def _add_problem_args(p):
-    p.add_argument("quantity", metavar="QUANTITY", help="what to compute (refnet quantities)")
+    from .oracle import QUANTITIES
+    p.add_argument("quantity", metavar="QUANTITY",
+                   help="what to compute: " + ", ".join(QUANTITIES) + " (refnet quantities)")
     p.add_argument("--model", required=True, metavar="M.npz", help="refnet weights file")
     p.add_argument("--inputs", required=True, metavar="X.npy", help="inputs (n, d_in), float")
     p.add_argument("--targets", metavar="Y.npy",
@@ -403,13 +435,10 @@ def _add_problem_args(p):
     p.add_argument("--loss", default="mse", choices=["mse", "cross_entropy", "cross-entropy"],
                    help="mse: L = (1/n) sum 1/2 |f - y|^2 (default); cross_entropy: mean")
     p.add_argument("--vector", metavar="V.npy", help="direction (P,) for hvp")
-    p.add_argument("--layer", type=int, metavar="L",
-                   help="layer 1..L or -1..-L (input-jacobian, local-rank, lyapunov)")
-    p.add_argument("--k", type=int, metavar="K", help="eigenvalues / exponents to keep")
-    p.add_argument("--rank-atol", type=float, metavar="A",
-                   help="local-rank threshold: sigma > A (the paper's code uses 0.01)")
-    p.add_argument("--rank-rtol", type=float, metavar="R",
-                   help="local-rank threshold: sigma > R * sigma_max")
+    from .oracle import OPTIONS
+    for opt in OPTIONS.values():          # generated from the quantity registry's options
+        p.add_argument(opt.flag, dest=opt.name, type=opt.type, metavar=opt.metavar,
+                       help=opt.help)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -430,6 +459,14 @@ def _register_oracle(sub):
     m.add_argument("--precision", choices=["float16", "float32", "float64"],
                    help="precision the other implementation computed in (default: the "
                         "dtype of --theirs)")
+    from .oracle import DEFAULT_BOUND, DEFAULT_FAILURE_PROBABILITY
+    from .rounding import BOUNDS
+    m.add_argument("--bound", default=DEFAULT_BOUND, choices=list(BOUNDS),
+                   help=f"tolerance model: worst-case gamma_K or Higham-Mary probabilistic "
+                        f"(default {DEFAULT_BOUND})")
+    m.add_argument("--failure-probability", type=float, default=DEFAULT_FAILURE_PROBABILITY,
+                   metavar="P", help="probabilistic bound: it may fail for some entry with "
+                   f"probability <= P (union bound; default {DEFAULT_FAILURE_PROBABILITY:g})")
     m.set_defaults(func=_cmd_compare)
     qq = sub.add_parser("quantities", help="list the quantities compute/compare know")
     qq.set_defaults(func=_cmd_quantities)

@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-__all__ = ["FIXTURES", "write_fixtures", "fixture_cases", "VERIFY_SCRIPT", "FORMAT"]
+__all__ = ["FIXTURES", "quantity_options", "write_fixtures", "fixture_cases", "VERIFY_SCRIPT", "FORMAT"]
 
 FORMAT = "refnet.fixtures"
 
@@ -38,12 +38,20 @@ FIXTURES = (
     ("relu_nobias_xent", (5, 6, 3), "relu", False, "cross_entropy", 5, 14),
 )
 
-#: quantities stored per fixture and their options
-QUANTITY_OPTIONS = {
-    "loss": {}, "grad": {}, "per-example-grads": {}, "input-jacobian": {"layer": -1},
-    "param-jacobian": {}, "ntk": {}, "hvp": {}, "hessian": {}, "sharpness": {},
-    "eigenvalues": {"k": 3}, "local-rank": {"rank_atol": 0.01}, "lyapunov": {},
-}
+def quantity_options() -> dict:
+    """The quantities stored per fixture and their options, from the quantity registry
+    (:data:`refnet.oracle.QUANTITIES`, each entry's ``fixture_options``; None leaves a
+    quantity out)."""
+    from .oracle import QUANTITIES
+
+    return {q: dict(spec.fixture_options) for q, spec in QUANTITIES.items()
+            if spec.fixture_options is not None}
+
+
+def __getattr__(name):
+    if name == "QUANTITY_OPTIONS":          # the former constant, now read from the registry
+        return quantity_options()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _publish(path):
@@ -66,6 +74,34 @@ def fixture_cases():
     return out
 
 
+def _fixture_quantities(case, v, arrays) -> dict:
+    """Every registered quantity's reference and float64/float32 tolerances on one fixture:
+    the arrays go into ``arrays`` (``ref.Q``, ``tol64.Q``, ``tol32.Q``); returns the
+    manifest entries."""
+    from .oracle import QUANTITIES, reference
+
+    net, x, y, loss = case.net, case.x, case.y, case.loss
+    quantities = {}
+    for q, opts in quantity_options().items():
+        spec = QUANTITIES[q]
+        ref = reference(q, net, x, y=y if spec.needs_targets else None, loss=loss,
+                        v=v if spec.needs_vector else None, **opts)
+        t64, t32 = ref.allowed("float64"), ref.allowed("float32")
+        arrays[f"ref.{q}"] = np.array(ref.value)
+        arrays[f"tol64.{q}"] = t64
+        arrays[f"tol32.{q}"] = t32
+        quantities[q] = {"ref": f"ref.{q}", "tol_float64": f"tol64.{q}",
+                         "tol_float32": f"tol32.{q}", "shape": list(ref.value.shape),
+                         "formula": spec.summary, "options": opts,
+                         "needs": [k for k, b in (("y", spec.needs_targets),
+                                                  ("v", spec.needs_vector)) if b],
+                         "sort_descending": spec.sort,
+                         "max_tol_float64": float(np.max(t64)) if t64.size else 0.0,
+                         "max_tol_float32": float(np.max(t32)) if t32.size else 0.0,
+                         "notes_float32": ref.notes("float32")}
+    return quantities
+
+
 def write_fixtures(out_dir, progress=None) -> dict:
     """Write the fixtures, ``manifest.json`` and ``verify_fixtures.py`` into ``out_dir``.
 
@@ -81,7 +117,7 @@ def write_fixtures(out_dir, progress=None) -> dict:
     from . import __version__
     from .io import atomic_write, save
     from .losses import get_loss
-    from .oracle import PARAM_LAYOUT, QUANTITIES, jsonable, reference
+    from .oracle import PARAM_LAYOUT, jsonable
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -96,24 +132,7 @@ def write_fixtures(out_dir, progress=None) -> dict:
             arrays[f"W{l}"] = np.array(w)
             if net.has_bias:
                 arrays[f"b{l}"] = np.array(net.biases[l - 1])
-        quantities = {}
-        for q, opts in QUANTITY_OPTIONS.items():
-            spec = QUANTITIES[q]
-            ref = reference(q, net, x, y=y if spec.needs_targets else None, loss=loss,
-                            v=v if spec.needs_vector else None, **opts)
-            t64, t32 = ref.allowed("float64"), ref.allowed("float32")
-            arrays[f"ref.{q}"] = np.array(ref.value)
-            arrays[f"tol64.{q}"] = t64
-            arrays[f"tol32.{q}"] = t32
-            quantities[q] = {"ref": f"ref.{q}", "tol_float64": f"tol64.{q}",
-                             "tol_float32": f"tol32.{q}", "shape": list(ref.value.shape),
-                             "formula": spec.summary, "options": opts,
-                             "needs": [k for k, b in (("y", spec.needs_targets),
-                                                      ("v", spec.needs_vector)) if b],
-                             "sort_descending": spec.sort,
-                             "max_tol_float64": float(np.max(t64)) if t64.size else 0.0,
-                             "max_tol_float32": float(np.max(t32)) if t32.size else 0.0,
-                             "notes_float32": ref.notes("float32")}
+        quantities = _fixture_quantities(case, v, arrays)
         fname, mname = f"{name}.npz", f"{name}.model.npz"
         atomic_write(os.path.join(out_dir, fname), lambda fh: np.savez(fh, **arrays))
         save(os.path.join(out_dir, mname), net)

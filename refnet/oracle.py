@@ -2,8 +2,9 @@
 
 Shared by ``refnet compute`` / ``refnet compare`` (:mod:`refnet.cli`), by
 :mod:`refnet.testing` and by the golden fixtures (:mod:`refnet.fixtures`). A *quantity* is a
-name (``"grad"``, ``"hessian"``, ...) with a function computing its float64 reference value
-from ``(net, x, y, loss, v, layer, k, ...)`` and a function bounding, entry by entry, how far a
+registered name (``"grad"``, ``"hessian"``, ...; see *The registry* below) with a function
+computing its float64 reference value from ``(net, x, y, loss, v, layer, k, ...)`` and a
+function bounding, entry by entry, how far a
 correct implementation working in a given floating-point precision may legitimately be from it.
 
 Quantities (n = batch, P = ``net.n_params``, L = ``net.depth``; refnet's conventions: weights
@@ -86,7 +87,57 @@ ReLU-type kinks: a pre-activation within its rounding bound of 0 may take either
 (0 or 1), an O(1) difference no rounding bound covers. Such units are counted in
 :attr:`Reference.notes`; random data essentially never hits one.
 
+Bound models (``bound=``, CLI ``--bound``): ``"worst-case"`` (the default) is the above, with
+γ_K(u) = K u/(1 − K u). ``"probabilistic"`` replaces every γ_K(u) by min(γ_K(u), γ̃_K(λ, u)),
+γ̃_K(λ, u) = exp(λ √K u + K u²/(1 − u)) − 1 (Higham & Mary 2019, SIAM J. Sci. Comput. 41(5),
+Thm 2.4: independent mean-zero rounding errors), with λ = :func:`refnet.rounding.lambda_for`
+(p, u, N), N the number of entries and p = ``failure_probability`` (default 10⁻⁶): by the union
+bound every entry's bound holds with probability ≥ 1 − p. It stays ∞ once K u ≥ 1 (the
+first-order analysis is not trusted there), so it never turns an UNDETERMINED into a verdict.
+It is tighter than the worst case once K > λ² (λ ≈ 6: widths above ~40, and second-order
+quantities, whose K₂ grows with the batch). It is not the default: correct float32 results
+stay MATCH under it in refnet's tests, but a synthetic 1e-13 relative perturbation of a float64
+HVP no longer passes at float64 (refnet.diagnosis' no-false-alarm test).
+
 Explicit tolerances replace the derived ones: ``allowed = atol + rtol·|reference|``.
+
+Networks
+--------
+Reference values come from the public functions (:func:`refnet.loss_and_grad`,
+:func:`refnet.per_example_grads`, :func:`refnet.input_jacobian`, :func:`refnet.param_jacobian`,
+:func:`refnet.ntk`, :func:`refnet.hvp`, :func:`refnet.hessian`,
+:func:`refnet.hessian_eigenvalues`, :func:`refnet.local_rank`), so any :class:`refnet.MLP` or
+:class:`refnet.Network` works (``layer`` counts an MLP's linear layers but a Network's layers).
+The derived tolerances of an MLP-shaped network (Linear, φ, ..., Linear with one φ) are those
+of the equal MLP (for a Network's ``layer`` option: Linear outputs only). On any other
+*abs-safe* network (Linear, activation, MeanPool, Flatten and Residual blocks of those, mixed
+activations) ``loss``, ``grad``, ``per-example-grads``, ``param-jacobian``, ``ntk``,
+``input-jacobian`` (any layer), ``local-rank`` and ``lyapunov`` get the same first-order running
+error bounds from the engine's own layer methods run on absolute values (:class:`_Generic`):
+forward E_y = F_|θ|(|x| + E_x) for Linear/pool layers, |φ'| E_x + M_φ for φ,
+(|s| + E_s) + (|F| + E_F) for a residual y = s + F(x); backward (and forward-mode tangents
+likewise) E_{u_x} = J_|·|ᵀ(|u| + E_u), for φ |φ'| E_u + |u|(|φ''| E_x + M_φ' + |φ'|),
+E_g = Σ (|u| + E_u)ᵀ(|x| + E_x) − E_uᵀE_x, with K = max fan-in + n·(sequence length) + 10
+covering every dot product and batch sum. On an MLP these E equal the MLP analysis' exactly;
+only K is more conservative (n·S in K instead of the factor max(1, n/K)), which is why MLPs keep
+their own passes. ``hvp``, ``hessian``, ``sharpness`` and ``eigenvalues`` get the R-operator
+bound above on networks of Linear, activation and pooling layers (no residual blocks yet:
+:func:`refnet.rop._abs_context` does not open them), with every cached array inflated by its
+engine-based E and K₂ = 2 Σ_Linear (n_in + n_out) + 2 S per pool + 6 per layer + 2 n S +
+d_out + 8. The second-order quantities on residual networks,
+and every quantity on networks with LayerNorm or attention (not abs-safe: their formulas
+subtract cached terms), have no derived bound: the reference is computed,
+:attr:`Reference.tolerance_unavailable` says why, and the verdict is UNDETERMINED unless
+explicit ``atol``/``rtol`` are given.
+
+The registry
+------------
+Every quantity is declared once (:func:`quantity`, :func:`register_quantity`) in
+:data:`QUANTITIES`: name, aliases, shape, formula, options (:data:`OPTIONS`,
+:func:`register_option`), the function computing its float64 value from a :class:`Problem` and
+its tolerance function ``(Problem, value) -> (allowed(u, gam), notes)``. The CLI's quantities
+and option flags, ``refnet quantities``, the fixtures' options and the README table
+(:func:`quantity_table`) are generated from it.
 
 Verdicts
 --------
@@ -117,6 +168,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import engine
 from ._validate import as_float_array, check_positive_float, check_positive_int
 from .fd import gamma
 from .activations import get_activation
@@ -125,7 +177,10 @@ from .jacobians import _layer_index
 from .losses import get_loss
 from .mlp import MLP, _forward
 
-__all__ = ["QUANTITIES", "Quantity", "Reference", "Report", "reference", "compare_arrays",
+__all__ = ["QUANTITIES", "Quantity", "quantity", "register_quantity", "unregister_quantity",
+           "OPTIONS", "Option", "register_option", "Problem", "ToleranceUnavailable",
+           "quantity_table", "gamma_model", "DEFAULT_BOUND", "DEFAULT_FAILURE_PROBABILITY",
+           "Reference", "Report", "reference", "compare_arrays",
            "compare", "unit_roundoff", "gamma", "canonical_quantity", "DENSE_LIMIT",
            "PARAM_LAYOUT", "MATCH", "MISMATCH", "UNDETERMINED", "VERDICTS"]
 
@@ -154,20 +209,65 @@ def unit_roundoff(precision) -> float:
     return max(float(np.finfo(dt).eps) / 2, U64)
 
 
-# ============================================================================ the table
+# ============================================================================ the registry
+class ToleranceUnavailable(Exception):
+    """Raised by a tolerance function when no derived bound exists for this network (the
+    verdict is then UNDETERMINED unless explicit ``atol``/``rtol`` are given)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """An optional argument of some quantities (``layer``, ``k``, ...): its Python keyword
+    ``name``, the value ``type`` (int or float), a CLI ``metavar`` and ``help``; the CLI flag
+    is ``--`` + name with ``_`` → ``-``."""
+
+    name: str
+    type: type
+    metavar: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+#: every option a quantity may take, by name (the CLI's flags are generated from it)
+OPTIONS: dict[str, Option] = {}
+
+
+def register_option(name, type_, metavar, help_) -> Option:
+    """Declare an option usable by quantities (``register_option("k", int, "K", "...")``)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name: expected a Python identifier; received {name!r}")
+    if type_ not in (int, float):
+        raise TypeError(f"type_: expected int or float; received {type_!r}")
+    OPTIONS[name] = Option(name, type_, str(metavar), str(help_))
+    return OPTIONS[name]
+
+
+register_option("layer", int, "L", "layer 1..L or -1..-L (input-jacobian, local-rank, lyapunov)")
+register_option("k", int, "K", "eigenvalues / exponents to keep")
+register_option("rank_atol", float, "A",
+                "local-rank threshold: sigma > A (the paper's code uses 0.01)")
+register_option("rank_rtol", float, "R", "local-rank threshold: sigma > R * sigma_max")
+
+
 @dataclass(frozen=True)
 class Quantity:
-    """One row of the quantity table.
+    """One entry of the quantity registry (declare it with :func:`quantity`).
 
     Attributes
     ----------
-    name : str, e.g. ``"grad"``
-    shape : str, e.g. ``"(P,)"``
-    summary : str, the formula
-    needs_targets, needs_vector : bool
-    options : tuple of the optional arguments it uses (``"layer"``, ``"k"``, ``"rank_atol"``,
-        ``"rank_rtol"``)
+    name : str, e.g. ``"grad"``;  aliases : tuple of other accepted names
+    shape : str, e.g. ``"(P,)"``;  summary : str, the formula (docs, ``refnet quantities``)
+    needs_targets, needs_vector : bool (``y``; a direction ``v`` of shape ``(P,)``)
+    options : tuple of :data:`OPTIONS` names it takes (``"layer"``, ``"k"``, ...)
     sort : bool, compare after sorting descending along the last axis (spectra)
+    value : callable ``(Problem) -> ndarray``, the float64 reference (public refnet functions)
+    tolerance : callable ``(Problem, value) -> (allowed, notes)``: ``allowed(u, gam)`` the
+        entrywise bound for unit roundoff u with ``gam(k, u)`` the γ model, ``notes(u)`` a list
+        of caveats or None; raises :class:`ToleranceUnavailable` when no bound is derived
+    fixture_options : dict of options for the golden fixtures, or None to leave it out
     """
 
     name: str
@@ -177,43 +277,128 @@ class Quantity:
     needs_vector: bool = False
     options: tuple = ()
     sort: bool = False
+    aliases: tuple = ()
+    value: Callable = field(default=None, repr=False, compare=False)
+    tolerance: Callable = field(default=None, repr=False, compare=False)
+    fixture_options: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def formula(self) -> str:
+        return self.summary
 
 
-QUANTITIES: dict[str, Quantity] = {q.name: q for q in (
-    Quantity("loss", "()", "L = (1/n) Σ_i ℓ(f(x_i), y_i)", needs_targets=True),
-    Quantity("grad", "(P,)", "∇_θ L", needs_targets=True),
-    Quantity("per-example-grads", "(n, P)", "row i = ∇_θ ℓ(f(x_i), y_i) (no 1/n)",
-             needs_targets=True),
-    Quantity("input-jacobian", "(n, n_layer, d_in)", "∂z_layer/∂x (layer default -1 = output)",
-             options=("layer",)),
-    Quantity("param-jacobian", "(n, d_out, P)", "∂f(x_i)/∂θ"),
-    Quantity("ntk", "(n, n, d_out, d_out)", "Θ[i,j,k,m] = <∂f_k(x_i)/∂θ, ∂f_m(x_j)/∂θ>"),
-    Quantity("hvp", "(P,)", "∇²_θ L · v", needs_targets=True, needs_vector=True),
-    Quantity("hessian", "(P, P)", "∇²_θ L", needs_targets=True),
-    Quantity("sharpness", "()", "λ_max(∇²_θ L)", needs_targets=True, sort=True),
-    Quantity("eigenvalues", "(k,)", "the k largest eigenvalues of ∇²_θ L, descending",
-             needs_targets=True, options=("k",), sort=True),
-    Quantity("local-rank", "(L,) or ()", "mean_i rank ∂z_l/∂x(x_i) (all layers, or layer)",
-             options=("layer", "rank_atol", "rank_rtol")),
-    Quantity("lyapunov", "(n, m)", "(1/l) log σ_j(∂z_l/∂x(x_i)), j = 1..m, descending",
-             options=("layer", "k"), sort=True),
-)}
+#: the registry: name -> :class:`Quantity`, in declaration order
+QUANTITIES: dict[str, Quantity] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def register_quantity(q: Quantity) -> Quantity:
+    """Add ``q`` to :data:`QUANTITIES` (the CLI, ``refnet quantities`` and the fixtures pick
+    it up); a ValueError if its name or an alias is taken or an option is unknown."""
+    if not isinstance(q, Quantity):
+        raise TypeError(f"q: expected a refnet.oracle.Quantity; received {type(q).__name__}")
+    names = [_key(q.name)] + [_key(a) for a in q.aliases]
+    taken = [n for n in names if n in QUANTITIES or n in _ALIASES]
+    if taken or _key(q.name) != q.name:
+        raise ValueError(f"name: {q.name!r} must be lower-case with '-' and not yet taken "
+                         f"(taken: {taken})")
+    bad = [o for o in q.options if o not in OPTIONS]
+    if bad or not (callable(q.value) and callable(q.tolerance)):
+        raise ValueError(f"options/value/tolerance: unknown options {bad} (declare them with "
+                         f"register_option) or value/tolerance not callable for {q.name!r}")
+    QUANTITIES[q.name] = q
+    _ALIASES.update({a: q.name for a in names[1:]})
+    return q
+
+
+def unregister_quantity(name) -> Quantity:
+    """Remove a quantity (and its aliases) from the registry; returns it."""
+    q = QUANTITIES.pop(canonical_quantity(name))
+    for a in [a for a, t in _ALIASES.items() if t == q.name]:
+        del _ALIASES[a]
+    return q
+
+
+def quantity(name, *, shape, formula, tolerance, needs_targets=False, needs_vector=False,
+             options=(), sort=False, aliases=(), fixture_options=None):
+    """Decorator declaring a quantity whose reference value the decorated function computes::
+
+        @quantity("grad", shape="(P,)", formula="∇_θ L", needs_targets=True,
+                  tolerance=_tol_grad, aliases=("gradient",))
+        def _grad(p):                      # p: Problem (net, x, y, loss, v, options)
+            return loss_and_grad(p.net, p.x, p.y, p.loss)[1]
+
+    ``fixture_options``: the options used in the golden fixtures (default ``{}``; pass
+    ``False`` to leave the quantity out of them)."""
+    def deco(fn):
+        fx = {} if fixture_options is None else (None if fixture_options is False
+                                                 else dict(fixture_options))
+        register_quantity(Quantity(name, shape, formula, needs_targets, needs_vector,
+                                   tuple(options), sort, tuple(aliases), fn, tolerance, fx))
+        return fn
+    return deco
 
 
 def canonical_quantity(name) -> str:
-    """The table key for ``name`` (underscores and case are accepted: ``"input_jacobian"``)."""
+    """The registry key for ``name`` (underscores, case and aliases are accepted:
+    ``"input_jacobian"``, ``"gradient"``)."""
     if not isinstance(name, str):
         raise TypeError(f"quantity: expected a name (str), one of {sorted(QUANTITIES)}; "
                         f"received {type(name).__name__}")
-    key = name.strip().lower().replace("_", "-")
-    aliases = {"per-example-grad": "per-example-grads", "gradient": "grad",
-               "eigenvalue": "eigenvalues", "local-ranks": "local-rank", "jacobian":
-               "input-jacobian", "hessian-vector-product": "hvp"}
-    key = aliases.get(key, key)
+    key = _ALIASES.get(_key(name), _key(name))
     if key not in QUANTITIES:
         raise ValueError(f"quantity: unknown name {name!r}; expected one of "
                          f"{sorted(QUANTITIES)}")
     return key
+
+
+def quantity_table() -> str:
+    """The registry as a Markdown table (name, aliases, shape, formula, options), the one in
+    the README's oracle section."""
+    rows = ["| name | shape | value | needs | options |", "|---|---|---|---|---|"]
+    for q in QUANTITIES.values():
+        needs = [f for f, b in (("y", q.needs_targets), ("v", q.needs_vector)) if b]
+        name = f"`{q.name}`" + (f" ({', '.join(q.aliases)})" if q.aliases else "")
+        rows.append(f"| {name} | `{q.shape}` | {q.summary} | {', '.join(needs)} | "
+                    f"{', '.join(OPTIONS[o].flag for o in q.options)} |")
+    return "\n".join(rows)
+
+
+# ============================================================================ the γ models
+#: default failure probability of the probabilistic bound (union bound over the entries)
+DEFAULT_FAILURE_PROBABILITY = 1e-6
+#: default tolerance model (see :func:`gamma_model`)
+DEFAULT_BOUND = "worst-case"
+
+
+def gamma_model(bound="worst-case", failure_probability=DEFAULT_FAILURE_PROBABILITY,
+                n_entries: int = 1):
+    """``(gam, info)``: ``gam(k, u)`` = γ_k(u) = k u/(1 − k u) (``"worst-case"``) or
+    min(γ_k(u), γ̃_k(λ, u)), γ̃_k(λ, u) = exp(λ √k u + k u²/(1 − u)) − 1, λ = λ(p, u, N) of
+    :func:`refnet.rounding.lambda_for` (``"probabilistic"``: holds for all N = ``n_entries``
+    entries with probability ≥ 1 − p by the union bound, p = ``failure_probability``; still ∞
+    once k u ≥ 1, where the first-order running error analysis is not trusted)."""
+    from . import rounding
+
+    if bound not in rounding.BOUNDS:
+        raise ValueError(f"bound: expected one of {list(rounding.BOUNDS)}; received {bound!r}")
+    if bound == "worst-case":
+        return gamma, {"bound": bound}
+    p = check_positive_float(failure_probability, "failure_probability")
+    if not p < 1:
+        raise ValueError(f"failure_probability: expected a probability in (0, 1); received {p}")
+    N = max(1, int(n_entries))
+
+    def gam(k, u):   # the worst-case bound always holds, so the smaller of the two does;
+        g = gamma(k, u)  # inf once k u >= 1: the first-order analysis is not trusted there
+        if math.isinf(g):
+            return g
+        return min(g, rounding.gamma_probabilistic(k, u, rounding.lambda_for(p, u, N)))
+    return gam, {"bound": bound, "failure_probability": p, "n_entries": N}
 
 
 # ============================================================================ running error bounds
@@ -393,7 +578,9 @@ class Reference:
     quantity : str
     value : ndarray (float64, read-only), the reference (shape per :data:`QUANTITIES`)
     meta : dict, JSON-able: shapes, loss convention, layer, k, how the value was computed
-    notes : tuple of str, caveats (ReLU kinks within rounding, ambiguous ranks, ...)
+    tolerance_unavailable : str or None, why no derived tolerance exists (a network with
+        LayerNorm or attention layers): comparisons are then UNDETERMINED unless explicit
+        ``atol``/``rtol`` are given
 
     Use :meth:`allowed` for the derived entrywise tolerance at a working precision.
     """
@@ -403,13 +590,20 @@ class Reference:
     meta: dict
     _allowed: Callable = field(repr=False, default=None)
     _notes: Callable = field(repr=False, default=None)
+    tolerance_unavailable: str = None
 
-    def allowed(self, precision="float64") -> np.ndarray:
+    def allowed(self, precision="float64", bound=DEFAULT_BOUND,
+                failure_probability=DEFAULT_FAILURE_PROBABILITY) -> np.ndarray:
         """Entrywise bound on |theirs − reference| for a correct result computed in
-        ``precision`` (derived, see the module docstring); same shape as ``value``."""
+        ``precision`` (derived, see the module docstring); same shape as ``value``. ``bound``:
+        ``"worst-case"`` (γ_K) or ``"probabilistic"`` (γ̃_K(λ), :func:`gamma_model`); inf
+        everywhere when :attr:`tolerance_unavailable`."""
         u = unit_roundoff(precision)
+        gam, _ = gamma_model(bound, failure_probability, self.value.size)
+        if self._allowed is None:
+            return np.full(self.value.shape, np.inf)
         with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN: UNDETERMINED entries
-            a = np.asarray(self._allowed(u), dtype=np.float64)
+            a = np.asarray(self._allowed(u, gam), dtype=np.float64)
         return np.broadcast_to(a, self.value.shape).copy()
 
     def notes(self, precision="float64") -> list:
@@ -423,14 +617,9 @@ def _frozen(a) -> np.ndarray:
     return a
 
 
-def _gsum(K, u):
-    return gamma(K, u) + gamma(K, U64)
-
-
-def _check_layer(net, layer, default):
-    if layer is None:
-        return default
-    return _layer_index(net, layer)
+def _gsum(K, u, gam=gamma):
+    """γ_K(u) + γ_K(u_64) in the model ``gam``: both sides' rounding."""
+    return gam(K, u) + gam(K, U64)
 
 
 def _blas_threads(small: bool):
@@ -448,14 +637,112 @@ def _blas_threads(small: bool):
     return threadpool_limits(limits=1, user_api="blas")
 
 
+_NOT_ABS_SAFE = ("LayerNorm", "MultiheadAttention")
+
+
+def _mlp_of(net):
+    """The :class:`MLP` equal to ``net`` (an MLP, or a Network Linear, φ, ..., Linear with one
+    φ), on which the running error bounds are derived; None for any other network."""
+    from .layers import Activation, Linear
+
+    if isinstance(net, MLP):
+        return net
+    L = net.layers
+    if not (len(L) % 2 == 1 and all(isinstance(a, Linear) for a in L[::2])
+            and all(isinstance(a, Activation) for a in L[1::2])):
+        return None
+    specs = {a.spec for a in L[1::2]}
+    biased = {a.bias is not None for a in L[::2]}
+    if len(specs) > 1 or len(biased) > 1:
+        return None
+    return MLP([a.weight for a in L[::2]], [a.bias for a in L[::2]] if biased == {True}
+               else None, specs.pop() if specs else "identity")
+
+
+@dataclass(eq=False)
+class Problem:
+    """What a quantity's value and tolerance functions receive.
+
+    ``net`` (as given: MLP or Network), ``x`` (validated), ``y`` (prepared targets or None),
+    ``loss`` (:class:`refnet.losses.Loss`), ``v`` (``(P,)`` or None), ``options`` (the
+    options given, by name), ``say`` (progress), ``meta`` (add JSON-able entries), ``cache``
+    (share work between value and tolerance). :attr:`mlp` / :attr:`fw` are the MLP and its
+    forward running-error magnitudes, for the derived tolerances.
+    """
+
+    quantity: str
+    net: object
+    x: np.ndarray
+    y: object
+    loss: object
+    v: object
+    options: dict
+    say: Callable
+    meta: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
+
+    def option(self, name, default=None):
+        val = self.options.get(name)
+        return default if val is None else val
+
+    @property
+    def mlp(self) -> MLP:
+        """The MLP of the tolerance analysis; raises :class:`ToleranceUnavailable` if none."""
+        m = _mlp_of(self.net)
+        if m is None:
+            kinds = sorted({type(a).__name__ for a in self.net.leaves()})
+            bad = [k for k in kinds if k in _NOT_ABS_SAFE]
+            why = (f"layers {bad} are not abs-safe (their rounding errors are not bounded by "
+                   f"an absolute-value sweep)" if bad else
+                   f"for {self.quantity!r} the running error bounds are derived for MLPs "
+                   f"(Linear, one φ, ..., Linear) only so far (layers {kinds}; loss, grad, "
+                   f"per-example-grads, input-jacobian, param-jacobian, ntk, local-rank and "
+                   f"lyapunov have them on any abs-safe network, second-order quantities on "
+                   f"networks without residual blocks)")
+            raise ToleranceUnavailable(f"the derived tolerance is not available for this "
+                                       f"network: {why}; pass explicit atol/rtol "
+                                       f"(--atol/--rtol)")
+        return m
+
+    @property
+    def fw(self):
+        if "fw" not in self.cache:
+            self.cache["fw"] = _forward_mag(self.mlp, self.x)
+        return self.cache["fw"]
+
+    def mlp_layer(self, layer) -> int:
+        """The MLP layer (1..L) of the net's ``layer`` (1-based, normalised)."""
+        if isinstance(self.net, MLP):
+            return layer
+        from .layers import Linear
+        if not isinstance(self.net.layers[layer - 1], Linear):
+            raise ToleranceUnavailable(f"the derived tolerance is not available for layer "
+                                       f"{layer} (an activation output) of a Network; pass "
+                                       f"explicit atol/rtol (--atol/--rtol)")
+        return (layer + 1) // 2
+
+
+def _net_meta(net) -> dict:
+    if isinstance(net, MLP):
+        return {"widths": list(net.widths), "activation": net.activation,
+                "bias": net.has_bias}
+    return {"network": repr(net), "in_shape": [s for s in net.in_shape]}
+
+
+def _max_width(net) -> int:
+    if isinstance(net, MLP):
+        return max(net.widths)
+    return max(int(np.prod([s or 1 for s in sh])) for sh in net.shapes)
+
+
 def reference(quantity, net, x, y=None, loss="mse", v=None, layer=None, k=None,
-              rank_atol=None, rank_rtol=None, progress=None) -> Reference:
+              rank_atol=None, rank_rtol=None, progress=None, **options) -> Reference:
     """Compute the reference value of ``quantity`` and its tolerance model.
 
     Parameters
     ----------
-    quantity : str, a key of :data:`QUANTITIES` (``"grad"``, ``"hvp"``, ...)
-    net : MLP;  x : ``(n, d_in)``
+    quantity : str, a key (or alias) of :data:`QUANTITIES` (``"grad"``, ``"hvp"``, ...)
+    net : MLP or Network;  x : ``(n, *in_shape)``
     y : targets (needed by loss, grads, hvp, hessian, sharpness, eigenvalues): ``(n, d_out)``
         floats for mse; integer labels ``(n,)`` or one-hot rows for cross_entropy
     loss : ``"mse"`` (L = (1/n) Σ ½‖f − y‖²) or ``"cross_entropy"``
@@ -464,27 +751,27 @@ def reference(quantity, net, x, y=None, loss="mse", v=None, layer=None, k=None,
     k : int, number of eigenvalues (``eigenvalues``, default 1) or of exponents (``lyapunov``)
     rank_atol, rank_rtol : the threshold policy of :func:`refnet.local_rank.local_rank`
     progress : callable ``(str) -> None`` or None, told about long steps
+    **options : further options declared with :func:`register_option`
 
     Returns
     -------
-    Reference
+    Reference (its ``tolerance_unavailable`` says why when no derived bound exists)
     """
     net = _check_net(net)
-    small = net.n_params <= DENSE_LIMIT and max(net.widths) <= 512
+    small = net.n_params <= DENSE_LIMIT and _max_width(net) <= 512
+    opts = dict(options, layer=layer, k=k, rank_atol=rank_atol, rank_rtol=rank_rtol)
     # overflow (inputs of size 1e160 squared in the loss) gives inf/NaN entries: reported by
     # a note here and as UNDETERMINED by compare, not as numpy warnings from inside refnet
     with _blas_threads(small), np.errstate(over="ignore", invalid="ignore"):
-        return _reference(quantity, net, x, y, loss, v, layer, k, rank_atol, rank_rtol,
-                          progress)
+        return _reference(quantity, net, x, y, loss, v, opts, progress)
 
 
-def _reference(quantity, net, x, y, loss, v, layer, k, rank_atol, rank_rtol, progress):
-    q = canonical_quantity(quantity)
+def _problem(q, net, x, y, loss, v, opts, say) -> Problem:
+    """Validate the arguments of quantity ``q`` into a :class:`Problem`."""
     spec = QUANTITIES[q]
-    net = _check_net(net)
-    say = progress or (lambda msg: None)
-    for opt, val in (("layer", layer), ("k", k), ("rank_atol", rank_atol),
-                     ("rank_rtol", rank_rtol)):
+    for opt, val in opts.items():
+        if opt not in OPTIONS:
+            raise TypeError(f"{opt}: unknown option (known: {sorted(OPTIONS)})")
         if val is not None and opt not in spec.options:
             raise ValueError(f"{opt}: not used by quantity {q!r} (it takes "
                              f"{list(spec.options) or 'no options'}); received {val!r}")
@@ -506,84 +793,36 @@ def _reference(quantity, net, x, y, loss, v, layer, k, rank_atol, rank_rtol, pro
         v = as_float_array(v, "v", shape=(net.n_params,))
     elif v is not None:
         raise ValueError(f"v: not used by quantity {q!r}; received an array")
-    n = x.shape[0]
-    K = _K(net)
-    meta = {"quantity": q, "formula": spec.summary, "shape": None,
-            "n": n, "d_in": net.d_in, "d_out": net.d_out, "n_params": net.n_params,
-            "widths": list(net.widths), "activation": net.activation, "bias": net.has_bias,
-            "loss": lo.name if (spec.needs_targets or y is not None) else None,
-            "loss_convention": lo.formula if spec.needs_targets else None,
+    given = {o: val for o, val in opts.items() if val is not None}
+    return Problem(q, net, x, y, lo, v, given, say)
+
+
+def _reference(quantity, net, x, y, loss, v, opts, progress):
+    q = canonical_quantity(quantity)
+    spec = QUANTITIES[q]
+    say = progress or (lambda msg: None)
+    p = _problem(q, _check_net(net), x, y, loss, v, opts, say)
+    n = p.x.shape[0]
+    meta = {"quantity": q, "formula": spec.summary, "shape": None, "n": n,
+            "d_in": p.net.d_in, "d_out": p.net.d_out, "n_params": p.net.n_params,
+            **_net_meta(p.net),
+            "loss": p.loss.name if (spec.needs_targets or p.y is not None) else None,
+            "loss_convention": p.loss.formula if spec.needs_targets else None,
             "param_layout": PARAM_LAYOUT, "reference_dtype": "float64"}
     t0 = time.perf_counter()
-    say(f"computing {q} (n={n}, P={net.n_params}, widths={net.widths})")
-    fw = _forward_mag(net, x)
-
-    def kink_notes(u):
-        c = _kink_count(net, fw, u)
-        return [f"{c} pre-activation(s) lie within rounding error of a kink of "
-                f"{net.activation}; entries depending on them may legitimately differ "
-                f"(either one-sided derivative is right)"] if c else []
-    notes_fn = kink_notes if get_activation(net.activation).kinks else None
-
-    if q == "loss":
-        f = fw.tr.output
-        Ef = fw.Ez[-1]
-        per = lo.per_example(f, y)
-        d, _ = _output_delta(lo, f, y, Ef, 1)
-        if lo.name == "mse":
-            own = per + np.sum(np.abs(f - y) * (np.abs(f) + np.abs(y)), axis=1)
-        else:
-            from scipy.special import logsumexp
-            own = np.abs(logsumexp(f, axis=1)) + np.sum(np.abs(y * f), axis=1)
-        E_ell = np.sum(np.abs(d) * Ef, axis=1) + max(1.0, (net.d_out + 8) / K) * own
-        E = float(np.mean(E_ell) + max(1.0, (n + 1) / K) * np.mean(np.abs(per)))
-        value = np.float64(np.mean(per))
-        allowed = lambda u: _gsum(K, u) * E  # noqa: E731
-    elif q in ("grad", "per-example-grads"):
-        per = q == "per-example-grads"
-        d, Ed = _output_delta(lo, fw.tr.output, y, fw.Ez[-1], 1 if per else n)
-        deltas, Eds = _backward_mag(net, fw, d, Ed)
-        value, E = _grad_mag(net, fw, deltas, Eds, per, K)
-        allowed = lambda u: _gsum(K, u) * E  # noqa: E731
-    elif q == "param-jacobian":
-        eye = np.broadcast_to(np.eye(net.d_out), (n, net.d_out, net.d_out)).copy()
-        deltas, Eds = _backward_mag(net, fw, eye, np.zeros_like(eye))
-        value, E = _grad_mag(net, fw, deltas, Eds, True, K)
-        allowed = lambda u: _gsum(K, u) * E  # noqa: E731
-    elif q == "ntk":
-        eye = np.broadcast_to(np.eye(net.d_out), (n, net.d_out, net.d_out)).copy()
-        deltas, Eds = _backward_mag(net, fw, eye, np.zeros_like(eye))
-        J, EJ = _grad_mag(net, fw, deltas, Eds, True, K)
-        P, dd = net.n_params, net.d_out
-        J2, A2, E2 = J.reshape(n * dd, P), np.abs(J).reshape(n * dd, P), EJ.reshape(n * dd, P)
-        value = (J2 @ J2.T).reshape(n, dd, n, dd).transpose(0, 2, 1, 3)
-        E = (max(1.0, P / K) * (A2 @ A2.T) + E2 @ A2.T + A2 @ E2.T)
-        E = E.reshape(n, dd, n, dd).transpose(0, 2, 1, 3)
-        allowed = lambda u: _gsum(K, u) * E  # noqa: E731
-    elif q == "input-jacobian":
-        l = _check_layer(net, layer, net.depth)
-        meta["layer"] = l
-        Js, Es = _input_jac_mag(net, fw, l)
-        value, E = Js[-1], Es[-1]
-        allowed = lambda u: _gsum(K, u) * E  # noqa: E731
-    elif q in ("hvp", "hessian", "sharpness", "eigenvalues"):
-        value, allowed, extra = _second_order(q, net, x, y, lo, v, k, fw, K, say)
-        meta.update(extra)
-    elif q == "lyapunov":
-        value, allowed, extra = _lyapunov(net, fw, layer, k, K)
-        meta.update(extra)
-    elif q == "local-rank":
-        value, allowed, extra, notes_fn = _local_rank(net, x, fw, layer, rank_atol, rank_rtol,
-                                                      K, notes_fn)
-        meta.update(extra)
-    else:  # pragma: no cover - the table and this dispatch are kept in sync
-        raise AssertionError(q)
-    value = _frozen(value)
+    say(f"computing {q} (n={n}, P={p.net.n_params})")
+    value = _frozen(spec.value(p))
+    unavailable = None
+    try:
+        allowed, notes_fn = spec.tolerance(p, value)
+    except ToleranceUnavailable as e:
+        allowed, notes_fn, unavailable = None, None, str(e)
+    meta.update(p.meta)
     notes_fn = _with_nonfinite_note(value, notes_fn)
     meta["shape"] = list(value.shape)
     meta["seconds"] = round(time.perf_counter() - t0, 4)
     say(f"{q} done in {time.perf_counter() - t0:.1f} s")
-    return Reference(q, value, meta, allowed, notes_fn)
+    return Reference(q, value, meta, allowed, notes_fn, unavailable)
 
 
 def _with_nonfinite_note(value, notes_fn):
@@ -634,144 +873,233 @@ def _mag_context(ctx, net, fw, lo, y, E_deltas, s=_S):
                           hout=_loss_hessian_apply(lo, ctx.output, y, absolute=True))
 
 
-def _second_order(q, net, x, y, lo, v, k, fw, K, say):
+def _r_bound(p: Problem, V):
+    """R₀ = R(|·|)|V| and R₁ = R(|·| + sE)|V| (the R-operator on absolute values, and with
+    every cached quantity inflated by its running bound), and allowed(u, gam) =
+    (γ_{K₂}(u) + γ_{K₂}(u₆₄)) R₀ + (γ_K(u) + γ_K(u₆₄)) (R₁ − R₀)/s."""
     from .rop import _abs_context, _context, _rounding_count, apply
 
-    n = x.shape[0]
-    P = net.n_params
-    K2 = _rounding_count(net, n)
-    ctx = _context(net, x, y, lo)
-    d, Ed = _output_delta(lo, fw.tr.output, y, fw.Ez[-1], n)
+    if _mlp_of(p.net) is None:
+        return _generic_r_bound(p, V)
+    net, fw, n = p.mlp, p.fw, p.x.shape[0]
+    K, K2 = _K(net), _rounding_count(net, n)
+    ctx = _context(net, p.x, p.y, p.loss)
+    d, Ed = _output_delta(p.loss, fw.tr.output, p.y, fw.Ez[-1], n)
     _, E_deltas = _backward_mag(net, fw, d, Ed)
-    abs_ctx = _abs_context(ctx)
-    mag_ctx = _mag_context(ctx, net, fw, lo, y, E_deltas)
+    R0 = apply(_abs_context(ctx), V)
+    R1 = apply(_mag_context(ctx, net, fw, p.loss, p.y, E_deltas), V)
+    D1 = np.maximum(R1 - R0, 0.0) / _S
 
-    def bound(R0, R1, u):
-        D1 = np.maximum(R1 - R0, 0.0) / _S
-        return (gamma(K2, u) + gamma(K2, U64)) * R0 + (gamma(K, u) + gamma(K, U64)) * D1
+    def bound(u, gam):
+        return _gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1
+    return bound
 
-    extra = {"loss": lo.name, "loss_convention": lo.formula}
-    if q == "hvp":
-        value = apply(ctx, v[:, None])[:, 0]
-        V = np.abs(v)[:, None]
-        R0, R1 = apply(abs_ctx, V)[:, 0], apply(mag_ctx, V)[:, 0]
-        return value, (lambda u: bound(R0, R1, u)), extra
-    if q == "hessian" or P <= DENSE_LIMIT:
-        say(f"assembling the {P}x{P} Hessian ({P} Hessian-vector products)")
-        I = np.eye(P)
-        H = apply(ctx, I)
-        H = 0.5 * (H + H.T)
-        say("bounding its rounding error (2P products on absolute values)")
-        R0, R1 = apply(abs_ctx, I), apply(mag_ctx, I)
-        if q == "hessian":
-            return H, (lambda u: bound(R0, R1, u)), extra
-        say(f"eigenvalues of the {P}x{P} Hessian (dense eigh)")
-        lam = np.linalg.eigvalsh(H)[::-1]
-        kk = 1 if q == "sharpness" else (1 if k is None else check_positive_int(k, "k"))
-        if kk > P:
-            raise ValueError(f"k: expected k <= n_params = {P}; received {kk}")
+
+def _generic_K2(N, n: int) -> int:
+    """K₂ of a general network's HVP: 2 Σ_Linear (n_in + n_out) + 2 S per pool + 6 per layer
+    + 2 n·(sequence length) + d_out + 8 (the MLP count of :func:`refnet.rop._rounding_count`,
+    with the sums of pooling and of sequence axes)."""
+    from .layers import Linear, MeanPool
+    leaves = N.leaves()
+    mid = max([int(np.prod([s or 1 for s in sh[:-1]])) for sh in N.shapes] + [1])
+    lin = sum(a.weight.shape[0] + a.weight.shape[1] for a in leaves if isinstance(a, Linear))
+    pools = sum(1 for a in leaves if isinstance(a, MeanPool))
+    return int(2 * lin + 2 * mid * pools + 6 * len(leaves) + 2 * n * mid + N.d_out + 8)
+
+
+def _generic_mag_context(p: Problem, ctx, abs_ctx, s=_S):
+    """:func:`_mag_context` for any network of Linear, activation and pooling layers: every
+    cached array (layer inputs, φ', first-order cotangents, u ⊙ φ'') at |·| + s·E, from the
+    engine-based running bounds (:class:`_Generic`)."""
+    from dataclasses import replace
+    G, N = _generic(p), abs_ctx.network
+    d, Ed = _output_delta(p.loss, G.trace.output, p.y, G.Es[-1], p.x.shape[0])
+    u, Eu, us = d[:, None], Ed[:, None], [None] * len(N.layers)
+    for i in range(len(N.layers) - 1, -1, -1):
+        us[i] = (u[:, 0], Eu[:, 0])
+        u, Eu = _bwd_mag(ctx.network.layers[i], G.trace.values[i], G.Es[i],
+                         G.trace.caches[i], u, Eu, (), False)
+    caches, sc = list(abs_ctx.trace.caches), list(abs_ctx.scaches)
+    for i, layer in enumerate(ctx.network.layers):
+        x, Ex, (u0, Eu0) = G.trace.values[i], G.Es[i], us[i]
+        kind = _abs_safe_kind(layer)
+        if kind == "Linear":
+            caches[i] = np.abs(x) + s * Ex
+        elif kind == "Activation":
+            _, m1, m2 = _eval_magnitudes(layer.spec, x)
+            f2 = layer.activation.d2f
+            d2 = np.abs(f2(x))
+            caches[i] = (np.abs(x) + s * Ex, np.abs(G.trace.caches[i][1]) + s * (m1 + d2 * Ex))
+            if sc[i] is not None:
+                h = 1e-4 * np.maximum(1.0, np.abs(x))
+                d3 = np.abs(f2(x + h) - f2(x - h)) / (2 * h)   # the third derivative's size
+                sc[i] = (np.abs(u0) + s * Eu0) * (d2 + s * (m2 + d3 * Ex))
+            continue
+        if sc[i] is not None:
+            sc[i] = np.abs(u0) + s * Eu0
+    return replace(abs_ctx, trace=engine.ForwardTrace(abs_ctx.trace.values, tuple(caches)),
+                   scaches=tuple(sc))
+
+
+def _generic_r_bound(p: Problem, V):
+    """:func:`_r_bound` for a network other than an MLP (Linear, activation, pooling layers)."""
+    from .rop import _abs_context, _context, apply
+
+    ctx = _context(p.net, p.x, p.y, p.loss)
+    try:
+        abs_ctx = _abs_context(ctx)
+    except ValueError as e:
+        raise ToleranceUnavailable(f"the derived tolerance is not available for this "
+                                   f"network ({e}); pass explicit atol/rtol (--atol/--rtol)")
+    K, K2 = _generic(p).K, _generic_K2(abs_ctx.network, p.x.shape[0])
+    R0 = apply(abs_ctx, V)
+    R1 = apply(_generic_mag_context(p, ctx, abs_ctx), V)
+    D1 = np.maximum(R1 - R0, 0.0) / _S
+
+    def bound(u, gam):
+        return _gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1
+    return bound
+
+
+def _tol_second_order(p: Problem):
+    """hvp: the bound of :func:`_r_bound` with V = |v|; hessian: with V = I (column j = H e_j)."""
+    p.meta.update(loss=p.loss.name, loss_convention=p.loss.formula)
+    if p.quantity == "hvp":
+        b = _r_bound(p, np.abs(p.v)[:, None])
+        return (lambda u, gam: b(u, gam)[:, 0]), _kink_notes(p)
+    p.say("bounding its rounding error (2P products on absolute values)")
+    return _r_bound(p, np.eye(p.net.n_params)), _kink_notes(p)
+
+
+def _spectrum(p: Problem, kk: int) -> np.ndarray:
+    """The kk largest Hessian eigenvalues: dense ``eigvalsh`` of :func:`refnet.hessian` for
+    P ≤ :data:`DENSE_LIMIT`, else :func:`refnet.hessian_eigenvalues` (Lanczos, certified
+    residuals); the residuals and ‖H‖ go to ``p.cache`` for the tolerance."""
+    from .curvature import hessian, hessian_eigenvalues
+
+    P = p.net.n_params
+    if kk > P:
+        raise ValueError(f"k: expected k <= n_params = {P}; received {kk}")
+    p.meta.update(loss=p.loss.name, loss_convention=p.loss.formula)
+    if P <= DENSE_LIMIT:
+        p.say(f"eigenvalues of the {P}x{P} Hessian (dense eigh)")
+        lam = np.linalg.eigvalsh(hessian(p.net, p.x, p.y, loss=p.loss))[::-1]
         normH = float(np.max(np.abs(lam)))
-        resid = np.zeros(kk)
-        extra.update(eigen_method="dense (numpy.linalg.eigvalsh of the exact Hessian)",
-                     hessian_norm=normH)
+        p.meta.update(eigen_method="dense (numpy.linalg.eigvalsh of the exact Hessian)",
+                      hessian_norm=normH)
+        p.cache.update(resid=np.zeros(kk), normH=normH, dense=True)
+        return lam[:kk]
+    p.say(f"Lanczos for the top {kk} Hessian eigenvalue(s) (P={P})")
+    r = hessian_eigenvalues(p.net, p.x, p.y, k=kk, loss=p.loss, which="largest",
+                            method="lanczos", tol=1e-12, seed=0)
+    lam, resid = np.asarray(r.eigenvalues), np.asarray(r.residuals)
+    normH = float(np.max(np.abs(lam)))
+    p.meta.update(eigen_method=f"Lanczos (refnet.curvature, {r.n_hvps} HVPs, certified "
+                               f"residuals ≤ {float(resid.max()):.3g})",
+                  hessian_norm_lower=normH, converged=bool(r.converged))
+    p.cache.update(resid=resid, normH=normH, dense=False)
+    return lam
 
-        def norm_bound(u):
-            A = bound(R0, R1, u)
+
+def _tol_spectrum(p: Problem):
+    """Weyl: |λ_k(H + Δ) − λ_k(H)| ≤ ‖Δ‖₂ ≤ √(‖A‖₁‖A‖_∞) for |Δ| ≤ A (dense), or ≤ max row
+    sum of A (matrix-free, V = 1), plus the certified residual and P·u‖H‖₂."""
+    P, c = p.net.n_params, p.cache
+    resid = c["resid"] if p.quantity == "eigenvalues" else c["resid"][:1].reshape(())
+    if c["dense"]:
+        b = _r_bound(p, np.eye(P))
+
+        def norm_bound(u, gam):
+            A = b(u, gam)
             return math.sqrt(float(A.sum(0).max()) * float(A.sum(1).max()))
-        value = lam[:kk] if q == "eigenvalues" else np.float64(lam[0])
     else:
-        from .curvature import hessian_eigenvalues
+        b = _r_bound(p, np.ones((P, 1)))
 
-        kk = 1 if q == "sharpness" else (1 if k is None else check_positive_int(k, "k"))
-        say(f"Lanczos for the top {kk} Hessian eigenvalue(s) (P={P})")
-        r = hessian_eigenvalues(net, x, y, k=kk, loss=lo, which="largest", method="lanczos",
-                                tol=1e-12, seed=0)
-        lam, resid = np.asarray(r.eigenvalues), np.asarray(r.residuals)
-        ones = np.ones((P, 1))
-        R0, R1 = apply(abs_ctx, ones)[:, 0], apply(mag_ctx, ones)[:, 0]
-        normH = float(np.max(np.abs(lam)))
-        extra.update(eigen_method=f"Lanczos (refnet.curvature, {r.n_hvps} HVPs, certified "
-                                  f"residuals ≤ {float(resid.max()):.3g})",
-                     hessian_norm_lower=normH, converged=bool(r.converged))
+        def norm_bound(u, gam):   # ‖A‖₂ ≤ ‖A‖_∞ = max row sum (A symmetric in structure)
+            return float(b(u, gam).max())
 
-        def norm_bound(u):  # ‖A‖₂ ≤ ‖A‖_∞ = max row sum (A symmetric in structure)
-            return float(bound(R0, R1, u).max())
-        value = lam if q == "eigenvalues" else np.float64(lam[0])
-    resid_k = resid if q == "eigenvalues" else resid[:1].reshape(())
-
-    def allowed(u):
-        return norm_bound(u) + resid_k + P * (u + U64) * normH
-    return value, allowed, extra
+    def allowed(u, gam):
+        return norm_bound(u, gam) + resid + P * (u + U64) * c["normH"]
+    return allowed, _kink_notes(p)
 
 
 # ---------------------------------------------------------------------------- singular values
-def _svd_perturbation(net, fw, layer):
-    """σ(J_l) (n, m) descending, and δσ/γ parts: (‖E_J‖_F per input, max(m, d_in))."""
-    return _svd_perturbations(net, fw, [layer])[0]
-
-
 def _svd_perturbations(net, fw, layers):
-    """:func:`_svd_perturbation` for several layers from one pass of the Jacobian chain."""
+    """σ(J_l) (n, m) descending, ‖E_J‖_F per input and max(m, d_in), per layer in ``layers``,
+    from one pass of the Jacobian chain."""
     Js, Es = _input_jac_mag(net, fw, max(layers))
     out = []
     for l in layers:
         J, E = Js[l - 1], Es[l - 1]
         out.append((np.linalg.svd(J, compute_uv=False),
-                    np.sqrt(np.einsum("nij,nij->n", E, E)), max(J.shape[1:])))
+                    np.sqrt(np.einsum("nij,nij->n", E, E)), max(J.shape[1:]), J.shape[1:]))
     return out
 
 
-def _lyapunov(net, fw, layer, k, K):
-    l = _check_layer(net, layer, net.depth)
-    s, eF, mn = _svd_perturbation(net, fw, l)
-    m = s.shape[1]
-    if k is not None:
-        k = check_positive_int(k, "k")
-        if k > m:
-            raise ValueError(f"k: expected k <= min(n_layer, d_in) = {m}; received {k}")
-        s = s[:, :k]
-    with np.errstate(divide="ignore"):
-        value = np.log(s) / l
+def _svd_parts(p: Problem, layers):
+    """(:func:`_svd_perturbations` of the net's ``layers``, K): from the MLP chain for an MLP's
+    Linear outputs, else from the engine's tangent sweep on absolute values."""
+    from .jacobians import _engine_index, input_jacobian
+    mlp = _mlp_of(p.net)
+    try:
+        if mlp is not None:
+            return _svd_perturbations(mlp, p.fw, [p.mlp_layer(j) for j in layers]), _K(mlp)
+    except ToleranceUnavailable:
+        pass
+    G, out = _generic(p), []
+    for j in layers:
+        J = input_jacobian(p.net, p.x, j)
+        J = J.reshape(J.shape[0], -1, J.shape[-1])
+        E = G.input_jacobian_mag(_engine_index(p.net, j)).reshape(J.shape)
+        out.append((np.linalg.svd(J, compute_uv=False),
+                    np.sqrt(np.einsum("nij,nij->n", E, E)), max(J.shape[1:]), J.shape[1:]))
+    return out, G.K
 
-    def allowed(u):
-        ds = _gsum(K, u) * eF[:, None] + mn * (u + U64) * s[:, :1]
+
+def _tol_lyapunov(p: Problem):
+    """δσ = (γ_K(u) + γ_K(u₆₄))‖E_J‖_F + max(m, n)·u·σ_max; |δ log σ| ≤ −log(1 − δσ/σ)."""
+    l = p.meta["layer"]
+    parts, K = _svd_parts(p, [l])
+    _, eF, mn, _ = parts[0]
+    s = p.cache["sv"]
+
+    def allowed(u, gam):
+        ds = _gsum(K, u, gam) * eF[:, None] + mn * (u + U64) * s[:, :1]
         ratio = np.divide(ds, s, out=np.full_like(s, np.inf), where=s > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.where(ratio < 1, -np.log1p(-np.minimum(ratio, 1 - 1e-300)), np.inf)
         return out / l
-    return value, allowed, {"layer": l, "k": int(s.shape[1]),
-                            "definition": "lambda_j(x_i) = (1/l) log sigma_j(dz_l/dx(x_i)), "
-                                          "natural log, per layer"}
+    return allowed, _kink_notes(p)
 
 
-def _local_rank(net, x, fw, layer, rank_atol, rank_rtol, K, notes_fn):
-    from .local_rank import local_rank, rank_threshold
+def _tol_local_rank(p: Problem):
+    """The fraction of inputs with a singular value within δσ (+ the threshold's own δτ) of
+    the rank threshold τ: their rank is not determined at this precision."""
+    from .local_rank import rank_threshold
 
-    l = None if layer is None else _layer_index(net, layer)
-    layers = list(range(1, net.depth + 1)) if l is None else [l]
-    value = local_rank(net, x, layer=l, atol=rank_atol, rtol=rank_rtol)
-    svs = _svd_perturbations(net, fw, layers)
-    n = x.shape[0]
-    rr = 0.0 if rank_rtol is None else float(rank_rtol)
+    l, n = p.meta["layer"], p.x.shape[0]
+    ra, rr_ = p.option("rank_atol"), p.option("rank_rtol")
+    layers = list(range(1, p.net.depth + 1)) if l is None else [l]
+    svs, K = _svd_parts(p, layers)
+    rr = 0.0 if rr_ is None else float(rr_)
+    base_notes = _kink_notes(p)
 
-    def ambiguous(u):
+    def ambiguous(u, gam=gamma):
         out = []
-        for j, (s, eF, mn) in zip(layers, svs):
-            ds = _gsum(K, u) * eF + mn * (u + U64) * s[:, 0]
-            tau = rank_threshold(s, (net.widths[j], net.d_in), rank_atol, rank_rtol)
-            dtau = rr * ds
-            if rank_atol is None and rank_rtol is None:   # τ = max(m, n) eps σ_max
-                dtau = mn * EPS64 * ds
+        for j, (s, eF, mn, shape) in zip(layers, svs):
+            ds = _gsum(K, u, gam) * eF + mn * (u + U64) * s[:, 0]
+            tau = rank_threshold(s, shape, ra, rr_)
+            dtau = mn * EPS64 * ds if ra is None and rr_ is None else rr * ds
             near = np.abs(s - tau[:, None]) <= (ds + dtau)[:, None]
             out.append(np.count_nonzero(near.any(axis=1)))
         return np.array(out)
 
-    def allowed(u):
-        a = ambiguous(u) / n
+    def allowed(u, gam):
+        a = ambiguous(u, gam) / n
         return a if l is None else a[0]
 
     def notes(u):
-        base = notes_fn(u) if notes_fn else []
+        base = base_notes(u) if base_notes else []
         amb = ambiguous(u)
         if amb.any():
             base = base + [f"inputs with a singular value within rounding error of the rank "
@@ -779,11 +1107,386 @@ def _local_rank(net, x, fw, layer, rank_atol, rank_rtol, K, notes_fn):
                            f"their rank is not determined at this precision (choose a threshold "
                            f"well above the rounding level, e.g. rank_atol=0.01)"]
         return base
-    policy = ("max(n_l, d_in) * eps64 * sigma_max (numpy default)"
-              if rank_atol is None and rank_rtol is None else
-              f"max(atol={rank_atol}, rtol={rank_rtol} * sigma_max)")
-    return (np.asarray(value, dtype=np.float64), allowed,
-            {"layer": l, "rank_threshold": policy}, notes)
+    return allowed, notes
+
+
+# ---------------------------------------------------------------------------- any abs-safe network
+# First-order running error bounds (module docstring) on any network of Linear, activation,
+# pooling and residual layers, by the engine's own layer methods run on absolute values:
+# every step adds its local rounding (≤ γ_K · the magnitude of its terms) to the incoming
+# errors, propagated with factor 1. Used for networks that are not a plain MLP.
+def _abs_layer(layer):
+    """The layer with |θ| (Linear: y = x|W|ᵀ + |b|)."""
+    return layer.with_params(tuple(np.abs(a) for a in layer.params)) if layer.params else layer
+
+
+def _abs_safe_kind(layer):
+    from .layers import Activation, Flatten, Linear, MeanPool, Residual
+    for kind in (Linear, Activation, MeanPool, Flatten, Residual):
+        if isinstance(layer, kind):
+            return kind.__name__
+    return None
+
+
+def _fwd_mags(layers, trace, Ex) -> list:
+    """E of every value of ``trace`` (``E[0] = Ex``), layer by layer (:func:`_fwd_mag`)."""
+    Es = [Ex]
+    for layer, x, c in zip(layers, trace.values[:-1], trace.caches):
+        Es.append(_fwd_mag(layer, x, c, Es[-1]))
+    return Es
+
+
+def _fwd_mag(layer, x, c, Ex):
+    """E_y of one layer: Linear |W|(|x| + E_x) + |b|; φ: |φ'| E_x + M_φ(x); pool and flatten:
+    the same map on |x| + E_x; residual y = s + F(x): (|s| + E_s) + (|F| + E_F)."""
+    kind = _abs_safe_kind(layer)
+    if kind in ("Linear", "MeanPool", "Flatten"):
+        return _abs_layer(layer).forward(np.abs(x) + Ex, False)[0]
+    if kind == "Activation":
+        return np.abs(c[1]) * Ex + _eval_magnitudes(layer.spec, x)[0]
+    if kind == "Residual":
+        tr, pc = c
+        Eb = _fwd_mags(layer.block, tr, Ex)[-1]
+        s, Es = ((x, Ex) if layer.proj is None else
+                 (layer.proj.forward(x, False)[0], _fwd_mag(layer.proj, x, pc, Ex)))
+        return np.abs(s) + Es + np.abs(tr.output) + Eb
+    raise ToleranceUnavailable(f"the derived tolerance is not available for this network: "
+                               f"{type(layer).__name__} layers are not abs-safe; pass explicit "
+                               f"atol/rtol (--atol/--rtol)")
+
+
+def _bwd_mags(layers, trace, Es, u, Eu, gout, per_example):
+    """Reverse sweep of cotangents ``u`` ``(n, k, *f)`` with their E: writes E of every
+    parameter cotangent into ``gout`` (per-layer views), returns (u_x, E_{u_x})."""
+    for i in range(len(layers) - 1, -1, -1):
+        u, Eu = _bwd_mag(layers[i], trace.values[i], Es[i], trace.caches[i], u, Eu, gout[i],
+                         per_example)
+    return u, Eu
+
+
+def _bwd_mag(layer, x, Ex, c, u, Eu, gout, per_example):
+    """One layer: Linear E_{u_x} = (|u| + E_u)|W|, E_{g_W} = Σ (|u| + E_u)ᵀ(|x| + E_x) − E_uᵀE_x,
+    E_{g_b} = Σ(|u| + E_u); φ: |φ'| E_u + |u|(|φ''| E_x + M_φ' + |φ'|); pool, flatten: their
+    map on |u| + E_u; residual: both paths, plus |u_skip| + |u_F| for the sum."""
+    kind = _abs_safe_kind(layer)
+    ux = layer.vjp(c, u, (), per_example=per_example, need_x=True)
+    A = np.abs(u) + Eu
+    if kind == "Linear":             # E_gW without the product of errors E_uᵀE_x (O(γ²))
+        L = _abs_layer(layer)
+        Ex_u = L.vjp(np.abs(x) + Ex, A, gout, per_example=per_example, need_x=True)
+        if gout:
+            tmp = tuple(np.zeros_like(g) for g in gout)
+            L.vjp(Ex, Eu, tmp, per_example=per_example, need_x=False)
+            gW = gout[0]
+            gW -= tmp[0]
+        return ux, Ex_u
+    if kind in ("MeanPool", "Flatten"):
+        return ux, layer.vjp(c, A, (), need_x=True)
+    if kind == "Activation":
+        _, m1, _ = _eval_magnitudes(layer.spec, x)
+        dp, d2 = np.abs(c[1])[:, None], np.abs(layer.activation.d2f(x))[:, None]
+        return ux, dp * Eu + np.abs(u) * (d2 * Ex[:, None] + m1[:, None] + dp)
+    tr, pc = c                                             # Residual
+    bout, pout = layer._outs(gout)
+    Eb_in = _fwd_mags(layer.block, tr, Ex)
+    ub, Eb = _bwd_mags(layer.block, tr, Eb_in, u, Eu, bout, per_example)
+    if layer.proj is None:
+        us, Es = u, Eu
+    else:
+        us, Es = _bwd_mag(layer.proj, x, Ex, pc, u, Eu, pout, per_example)
+    return ux, np.abs(ub) + Eb + np.abs(us) + Es
+
+
+def _tan_mags(layers, trace, Es, t, Et):
+    """Forward-mode sweep of tangents ``t`` ``(n, k, *f)`` with their E through ``layers``."""
+    for i, layer in enumerate(layers):
+        t, Et = _tan_mag(layer, trace.values[i], Es[i], trace.caches[i], t, Et)
+    return t, Et
+
+
+def _tan_mag(layer, x, Ex, c, t, Et):
+    """One layer: Linear E_ẏ = (|ẋ| + E_ẋ)|W|ᵀ; φ: |φ'| E_ẋ + |ẋ|(|φ''| E_x + M_φ' + |φ'|);
+    pool, flatten: their map on |ẋ| + E_ẋ; residual: both paths plus |ẏ_s| + |ẏ_F|."""
+    kind = _abs_safe_kind(layer)
+    ty, _ = layer.jvp(c, t, None)
+    A = np.abs(t) + Et
+    if kind == "Linear":
+        return ty, _abs_layer(layer).jvp(None, A, None)[0]
+    if kind in ("MeanPool", "Flatten"):
+        return ty, layer.jvp(c, A, None)[0]
+    if kind == "Activation":
+        _, m1, _ = _eval_magnitudes(layer.spec, x)
+        dp, d2 = np.abs(c[1])[:, None], np.abs(layer.activation.d2f(x))[:, None]
+        return ty, dp * Et + np.abs(t) * (d2 * Ex[:, None] + m1[:, None] + dp)
+    tr, pc = c                                             # Residual
+    tb, Eb = _tan_mags(layer.block, tr, _fwd_mags(layer.block, tr, Ex), t, Et)
+    ts, Es = (t, Et) if layer.proj is None else _tan_mag(layer.proj, x, Ex, pc, t, Et)
+    return ty, np.abs(tb) + Eb + np.abs(ts) + Es
+
+
+def _generic_K(N, n: int) -> int:
+    """K for a general network: every dot product (fan-in), every sum over the batch and the
+    sequence axes of a parameter gradient, + 10 (module docstring)."""
+    fan = [a.weight.shape[1] for a in N.leaves() if hasattr(a, "weight")]
+    mid = [int(np.prod([s or 1 for s in sh[:-1]])) for sh in N.shapes]
+    return max(fan + [1]) + n * max(mid + [1]) + 10
+
+
+class _Generic:
+    """The forward running error bounds of a network, for the engine-based tolerances."""
+
+    def __init__(self, net, x):
+        from .network import as_network
+        N = as_network(net)
+        bad = sorted({type(a).__name__ for a in N.leaves() if _abs_safe_kind(a) is None})
+        if bad:
+            raise ToleranceUnavailable(
+                f"the derived tolerance is not available for this network: layers {bad} are "
+                f"not abs-safe (their rounding errors are not bounded by an absolute-value "
+                f"sweep); pass explicit atol/rtol (--atol/--rtol)")
+        self.N, self.trace = N, engine.forward(N.layers, x)
+        self.Es = _fwd_mags(N.layers, self.trace, np.abs(x))
+        self.K = _generic_K(N, x.shape[0])
+
+    def param_mag(self, u, Eu, per_example):
+        """E of the parameter cotangents of ``u`` ``(n, k, d_out)``: ``(k, P)`` or ``(n, k, P)``."""
+        lead = (u.shape[0], u.shape[1]) if per_example else (u.shape[1],)
+        buf = np.zeros(lead + (self.N.n_params,))
+        _bwd_mags(self.N.layers, self.trace, self.Es, u, Eu, self.N.views(buf), per_example)
+        return buf
+
+    def input_jacobian_mag(self, stop: int) -> np.ndarray:
+        """E of ∂v_stop/∂x ``(n, *f, *f_in)`` (forward mode from ẋ = I, E_ẋ = 0)."""
+        x = self.trace.values[0]
+        n, fin = x.shape[0], x.shape[1:]
+        D = int(np.prod(fin))
+        t = np.broadcast_to(np.eye(D).reshape((1, D) + fin), (n, D) + fin).copy()
+        _, E = _tan_mags(self.N.layers[:stop], self.trace, self.Es, t, np.zeros_like(t))
+        return np.moveaxis(E, 1, -1).reshape((n,) + E.shape[2:] + fin)
+
+
+# ============================================================================ the quantities
+def _kink_notes(p: Problem):
+    """Notes on pre-activations within rounding of a kink of φ (None for smooth φ, and for
+    networks other than an MLP)."""
+    if _mlp_of(p.net) is None:
+        return None
+    net, fw = p.mlp, p.fw
+    if not get_activation(net.activation).kinks:
+        return None
+
+    def notes(u):
+        c = _kink_count(net, fw, u)
+        return [f"{c} pre-activation(s) lie within rounding error of a kink of "
+                f"{net.activation}; entries depending on them may legitimately differ "
+                f"(either one-sided derivative is right)"] if c else []
+    return notes
+
+
+def _scaled(K, E):
+    """The first-order model allowed(u) = (γ_K(u) + γ_K(u_64))·E."""
+    return lambda u, gam: _gsum(K, u, gam) * E
+
+
+def _generic(p: Problem) -> _Generic:
+    if "generic" not in p.cache:
+        p.cache["generic"] = _Generic(p.net, p.x)
+    return p.cache["generic"]
+
+
+def _first_order(p: Problem):
+    """(f, E_f, K): the output and its running bound, from the MLP analysis for an MLP, else
+    from the engine-based one (:class:`_Generic`)."""
+    if _mlp_of(p.net) is not None:
+        return p.fw.tr.output, p.fw.Ez[-1], _K(p.mlp)
+    G = _generic(p)
+    return G.trace.output, G.Es[-1], G.K
+
+
+def _tol_loss(p: Problem, value):
+    """E_L = mean_i(Σ|δ_i| E_f + c·own_i) + c'·mean_i|ℓ_i| (module docstring)."""
+    lo, y, n = p.loss, p.y, p.x.shape[0]
+    f, Ef, K = _first_order(p)
+    per = lo.per_example(f, y)
+    d, _ = _output_delta(lo, f, y, Ef, 1)
+    if lo.name == "mse":
+        own = per + np.sum(np.abs(f - y) * (np.abs(f) + np.abs(y)), axis=1)
+    else:
+        from scipy.special import logsumexp
+        own = np.abs(logsumexp(f, axis=1)) + np.sum(np.abs(y * f), axis=1)
+    E_ell = np.sum(np.abs(d) * Ef, axis=1) + max(1.0, (p.net.d_out + 8) / K) * own
+    E = float(np.mean(E_ell) + max(1.0, (n + 1) / K) * np.mean(np.abs(per)))
+    return _scaled(K, E), _kink_notes(p)
+
+
+def _tol_grads(p: Problem, value):
+    """E of ∇_θ L (or ∇_θ ℓ_i): the backward running error bound, then the outer products."""
+    per = p.quantity == "per-example-grads"
+    n = p.x.shape[0]
+    f, Ef, K = _first_order(p)
+    d, Ed = _output_delta(p.loss, f, p.y, Ef, 1 if per else n)
+    if _mlp_of(p.net) is None:
+        E = _generic(p).param_mag(d[:, None], Ed[:, None], per)
+        return _scaled(K, E[:, 0] if per else E[0]), None
+    deltas, Eds = _backward_mag(p.mlp, p.fw, d, Ed)
+    _, E = _grad_mag(p.mlp, p.fw, deltas, Eds, per, K)
+    return _scaled(K, E), _kink_notes(p)
+
+
+def _param_jac_mag(p: Problem):
+    """∂f/∂θ ``(n, d_out, P)`` and its E, from δ_L = e_k with E = 0."""
+    n, dd = p.x.shape[0], p.net.d_out
+    eye = np.broadcast_to(np.eye(dd), (n, dd, dd)).copy()
+    if _mlp_of(p.net) is None:
+        from .jacobians import param_jacobian
+        return (param_jacobian(p.net, p.x),
+                _generic(p).param_mag(eye, np.zeros_like(eye), True))
+    deltas, Eds = _backward_mag(p.mlp, p.fw, eye, np.zeros_like(eye))
+    return _grad_mag(p.mlp, p.fw, deltas, Eds, True, _K(p.mlp))
+
+
+def _tol_param_jacobian(p: Problem, value):
+    """E of ∂f/∂θ: the backward bound from δ_L = e_k, E = 0."""
+    return _scaled(_first_order(p)[2], _param_jac_mag(p)[1]), _kink_notes(p)
+
+
+def _tol_ntk(p: Problem, value):
+    """E_Θ = max(1, P/K)|J||J|ᵀ + E_J|J|ᵀ + |J|E_Jᵀ."""
+    J, EJ = _param_jac_mag(p)
+    K = _first_order(p)[2]
+    n, dd, P = J.shape
+    A2, E2 = np.abs(J).reshape(n * dd, P), EJ.reshape(n * dd, P)
+    E = (max(1.0, P / K) * (A2 @ A2.T) + E2 @ A2.T + A2 @ E2.T)
+    E = E.reshape(n, dd, n, dd).transpose(0, 2, 1, 3)
+    return _scaled(K, E), _kink_notes(p)
+
+
+def _tol_input_jacobian(p: Problem, value):
+    """E_J of the forward-mode chain J_{l+1} = W_{l+1} D_l J_l (an MLP's Linear outputs), or
+    of the engine's tangent sweep on absolute values (any abs-safe network, any layer)."""
+    from .jacobians import _engine_index
+    mlp = _mlp_of(p.net)
+    try:
+        l = None if mlp is None else p.mlp_layer(p.meta["layer"])
+    except ToleranceUnavailable:
+        l = None
+    if l is None:
+        G = _generic(p)
+        return _scaled(G.K, G.input_jacobian_mag(_engine_index(p.net, p.meta["layer"]))), None
+    _, Es = _input_jac_mag(p.mlp, p.fw, l)
+    return _scaled(_K(p.mlp), Es[-1]), _kink_notes(p)
+
+
+@quantity("loss", shape="()", formula="L = (1/n) Σ_i ℓ(f(x_i), y_i)", needs_targets=True,
+          tolerance=_tol_loss)
+def _loss_value(p: Problem):
+    from .backprop import loss as _loss
+    return np.float64(_loss(p.net, p.x, p.y, p.loss))
+
+
+@quantity("grad", shape="(P,)", formula="∇_θ L", needs_targets=True, tolerance=_tol_grads,
+          aliases=("gradient",))
+def _grad_value(p: Problem):
+    from .backprop import loss_and_grad
+    return loss_and_grad(p.net, p.x, p.y, p.loss)[1]
+
+
+@quantity("per-example-grads", shape="(n, P)", formula="row i = ∇_θ ℓ(f(x_i), y_i) (no 1/n)",
+          needs_targets=True, tolerance=_tol_grads, aliases=("per-example-grad",))
+def _per_example_value(p: Problem):
+    from .backprop import per_example_grads
+    return per_example_grads(p.net, p.x, p.y, p.loss)
+
+
+@quantity("input-jacobian", shape="(n, n_layer, d_in)",
+          formula="∂z_layer/∂x (layer default -1 = output)", options=("layer",),
+          tolerance=_tol_input_jacobian, aliases=("jacobian",), fixture_options={"layer": -1})
+def _input_jacobian_value(p: Problem):
+    from .jacobians import input_jacobian
+    p.meta["layer"] = _layer_index(p.net, p.option("layer", -1))
+    return input_jacobian(p.net, p.x, p.meta["layer"])
+
+
+@quantity("param-jacobian", shape="(n, d_out, P)", formula="∂f(x_i)/∂θ",
+          tolerance=_tol_param_jacobian)
+def _param_jacobian_value(p: Problem):
+    from .jacobians import param_jacobian
+    return param_jacobian(p.net, p.x)
+
+
+@quantity("ntk", shape="(n, n, d_out, d_out)",
+          formula="Θ[i,j,k,m] = <∂f_k(x_i)/∂θ, ∂f_m(x_j)/∂θ>", tolerance=_tol_ntk)
+def _ntk_value(p: Problem):
+    from .jacobians import ntk
+    return ntk(p.net, p.x)
+
+
+@quantity("hvp", shape="(P,)", formula="∇²_θ L · v", needs_targets=True, needs_vector=True,
+          tolerance=lambda p, value: _tol_second_order(p), aliases=("hessian-vector-product",))
+def _hvp_value(p: Problem):
+    from .curvature import hvp
+    return hvp(p.net, p.x, p.y, p.v, loss=p.loss)
+
+
+@quantity("hessian", shape="(P, P)", formula="∇²_θ L", needs_targets=True,
+          tolerance=lambda p, value: _tol_second_order(p))
+def _hessian_value(p: Problem):
+    from .curvature import hessian
+    p.say(f"assembling the {p.net.n_params}x{p.net.n_params} Hessian")
+    return hessian(p.net, p.x, p.y, loss=p.loss)
+
+
+@quantity("sharpness", shape="()", formula="λ_max(∇²_θ L)", needs_targets=True, sort=True,
+          tolerance=lambda p, value: _tol_spectrum(p))
+def _sharpness_value(p: Problem):
+    return np.float64(_spectrum(p, 1)[0])
+
+
+@quantity("eigenvalues", shape="(k,)", formula="the k largest eigenvalues of ∇²_θ L, descending",
+          needs_targets=True, options=("k",), sort=True, aliases=("eigenvalue",),
+          tolerance=lambda p, value: _tol_spectrum(p), fixture_options={"k": 3})
+def _eigenvalues_value(p: Problem):
+    return _spectrum(p, check_positive_int(p.option("k", 1), "k"))
+
+
+@quantity("local-rank", shape="(L,) or ()",
+          formula="mean_i rank ∂z_l/∂x(x_i) (all layers, or layer)",
+          options=("layer", "rank_atol", "rank_rtol"), aliases=("local-ranks",),
+          tolerance=lambda p, value: _tol_local_rank(p), fixture_options={"rank_atol": 0.01})
+def _local_rank_value(p: Problem):
+    from .local_rank import local_rank
+    layer = p.option("layer")
+    l = None if layer is None else _layer_index(p.net, layer)
+    pol = ("max(n_l, d_in) * eps64 * sigma_max (numpy default)"
+           if p.option("rank_atol") is None and p.option("rank_rtol") is None else
+           f"max(atol={p.option('rank_atol')}, rtol={p.option('rank_rtol')} * sigma_max)")
+    p.meta.update(layer=l, rank_threshold=pol)
+    return np.asarray(local_rank(p.net, p.x, layer=l, atol=p.option("rank_atol"),
+                                 rtol=p.option("rank_rtol")), dtype=np.float64)
+
+
+@quantity("lyapunov", shape="(n, m)",
+          formula="(1/l) log σ_j(∂z_l/∂x(x_i)), j = 1..m, descending", options=("layer", "k"),
+          sort=True, tolerance=lambda p, value: _tol_lyapunov(p))
+def _lyapunov_value(p: Problem):
+    """λ_j(x_i) = (1/l) log σ_j(J_l(x_i)) from :func:`refnet.input_jacobian`."""
+    from .jacobians import input_jacobian
+    l = _layer_index(p.net, p.option("layer", -1))
+    J = input_jacobian(p.net, p.x, l)
+    s = np.linalg.svd(J.reshape(J.shape[0], -1, J.shape[-1]), compute_uv=False)
+    m = s.shape[1]
+    k = p.option("k")
+    if k is not None:
+        k = check_positive_int(k, "k")
+        if k > m:
+            raise ValueError(f"k: expected k <= min(n_layer, d_in) = {m}; received {k}")
+        s = s[:, :k]
+    p.meta.update(layer=l, k=int(s.shape[1]),
+                  definition="lambda_j(x_i) = (1/l) log sigma_j(dz_l/dx(x_i)), natural log, "
+                             "per layer")
+    p.cache["sv"] = s
+    with np.errstate(divide="ignore"):
+        return np.log(s) / l
 
 
 # ============================================================================ comparison
@@ -892,6 +1595,8 @@ class Report:
         if tol.get("kind") == "explicit":
             lines.append(f"  tolerance: |theirs - ref| <= atol + rtol*|ref|, atol="
                          f"{tol['atol']:.3g}, rtol={tol['rtol']:.3g}")
+        elif tol.get("unavailable"):
+            lines.append(f"  tolerance: no derived bound ({tol['unavailable']})")
         elif tol:
             bad = tol.get("n_not_finite", 0)
             if bad and bad == self.n_entries:
@@ -969,17 +1674,32 @@ def _explicit_tolerance(rtol, atol):
     return rtol_, atol_, {"kind": "explicit", "rtol": rtol_, "atol": atol_}
 
 
-def _derived_tolerance(ref: Reference, precision):
-    """The derived entrywise bound at ``precision`` and its summary dict."""
-    allowed = ref.allowed(precision)
+def _derived_tolerance(ref: Reference, precision, bound=DEFAULT_BOUND,
+                       failure_probability=DEFAULT_FAILURE_PROBABILITY):
+    """The derived entrywise bound at ``precision`` in the γ model ``bound`` and its summary
+    dict (with λ and the failure probability for ``"probabilistic"``)."""
+    allowed = ref.allowed(precision, bound, failure_probability)
     fin = allowed[np.isfinite(allowed)]
-    return allowed, {"kind": "derived",
-                     "min_allowed": float(fin.min()) if fin.size else math.nan,
-                     "max_allowed": float(fin.max()) if fin.size else math.nan,
-                     "n_not_finite": int(allowed.size - fin.size),
-                     "unit_roundoff": unit_roundoff(precision),
-                     "model": "first-order running error bound (gamma_K(u_theirs) + "
-                              "gamma_K(u_float64)) * E, refnet.oracle docstring"}
+    u = unit_roundoff(precision)
+    _, info = gamma_model(bound, failure_probability, ref.value.size)
+    if bound == "worst-case":
+        model = ("worst-case first-order running error bound (gamma_K(u_theirs) + "
+                 "gamma_K(u_float64)) * E, refnet.oracle docstring")
+    else:
+        from .rounding import lambda_for
+        info["lambda"] = lambda_for(info["failure_probability"], u, info["n_entries"])
+        model = (f"probabilistic (Higham & Mary 2019): gamma_K replaced by min(gamma_K, "
+                 f"exp(lambda sqrt(K) u + K u^2/(1-u)) - 1), lambda = {info['lambda']:.3g}, holds for all "
+                 f"{info['n_entries']} entries with probability >= 1 - "
+                 f"{info['failure_probability']:.3g} (union bound)")
+    out = {"kind": "derived",
+           "min_allowed": float(fin.min()) if fin.size else math.nan,
+           "max_allowed": float(fin.max()) if fin.size else math.nan,
+           "n_not_finite": int(allowed.size - fin.size),
+           "unit_roundoff": u, "model": model, **info}
+    if ref.tolerance_unavailable:
+        out["unavailable"] = ref.tolerance_unavailable
+    return allowed, out
 
 
 def _judge(r, t, allowed):
@@ -1088,7 +1808,8 @@ def _undetermined_line(q, r, undetermined, prec_name, explicit) -> str:
 
 
 def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
-                   top: int = 5) -> Report:
+                   top: int = 5, bound=DEFAULT_BOUND,
+                   failure_probability=DEFAULT_FAILURE_PROBABILITY) -> Report:
     """Compare ``theirs`` with a :class:`Reference`; see :func:`compare`."""
     q = ref.quantity
     arr = _theirs_array(theirs)
@@ -1115,13 +1836,15 @@ def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
         with np.errstate(over="ignore", invalid="ignore"):
             allowed = explicit[1] + explicit[0] * np.abs(r)
     else:
-        allowed, tol_info = _derived_tolerance(ref, precision)
+        allowed, tol_info = _derived_tolerance(ref, precision, bound, failure_probability)
     diff, ratio, bad, undetermined = _judge(r, t, allowed)
     maxabs, maxrel, normwise, n_nan = _error_stats(r, diff, allowed)
     worst = _worst_entries(r, t, diff, allowed, ratio, bad, undetermined, top)
     n_bad, n_und = int(np.count_nonzero(bad)), int(np.count_nonzero(undetermined))
     und_line = (_undetermined_line(q, r, undetermined, prec_name, bool(explicit))
                 if n_und else "")
+    if n_und and not explicit and ref.tolerance_unavailable:
+        und_line = f"{n_und} of {r.size} entries cannot be judged: {ref.tolerance_unavailable}"
     if n_bad:
         verdict = MISMATCH
         reason = f"{n_bad} of {r.size} entries outside tolerance"
@@ -1147,7 +1870,8 @@ def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
 
 def compare(quantity, theirs, net, x, y=None, loss="mse", v=None, rtol=None, atol=None,
             precision=None, layer=None, k=None, rank_atol=None, rank_rtol=None,
-            progress=None) -> Report:
+            progress=None, bound=DEFAULT_BOUND,
+            failure_probability=DEFAULT_FAILURE_PROBABILITY, **options) -> Report:
     """Compute refnet's reference for ``quantity`` and compare ``theirs`` against it.
 
     Parameters
@@ -1159,6 +1883,12 @@ def compare(quantity, theirs, net, x, y=None, loss="mse", v=None, rtol=None, ato
         for ``precision``. Otherwise ``allowed = atol + rtol·|reference|``.
     precision : dtype the other implementation computed in (default: ``theirs.dtype``);
         pass ``"float32"`` for a float32 computation saved as float64.
+    bound : ``"worst-case"`` (default: γ_K(u) = K u/(1 − K u), rigorous to first order) or
+        ``"probabilistic"`` (Higham & Mary 2019: γ̃_K(λ, u) = exp(λ√K u + K u²/(1 − u)) − 1
+        with λ = :func:`refnet.rounding.lambda_for` (p, u, N), N the number of entries, so
+        the bound holds for all of them with probability ≥ 1 − p)
+    failure_probability : p of the probabilistic bound (default 1e-6)
+    **options : further options declared with :func:`register_option`
 
     Returns
     -------
@@ -1174,5 +1904,6 @@ def compare(quantity, theirs, net, x, y=None, loss="mse", v=None, rtol=None, ato
     reordered.
     """
     ref = reference(quantity, net, x, y=y, loss=loss, v=v, layer=layer, k=k,
-                    rank_atol=rank_atol, rank_rtol=rank_rtol, progress=progress)
-    return compare_arrays(ref, theirs, rtol=rtol, atol=atol, precision=precision)
+                    rank_atol=rank_atol, rank_rtol=rank_rtol, progress=progress, **options)
+    return compare_arrays(ref, theirs, rtol=rtol, atol=atol, precision=precision,
+                          bound=bound, failure_probability=failure_probability)

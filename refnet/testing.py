@@ -18,9 +18,11 @@ tolerance) unless the verdict is MATCH: a MISMATCH and an UNDETERMINED verdict (
 non-finite reference or tolerance somewhere: nothing could have failed there) both raise.
 Default tolerances are derived from a rounding-error analysis for the precision ``theirs``
 was computed in (its dtype, or ``precision=``): see :mod:`refnet.oracle`. The quantities are
-those of :data:`refnet.oracle.QUANTITIES`: ``loss``, ``grad``, ``per-example-grads``,
-``input-jacobian``, ``param-jacobian``, ``ntk``, ``hvp``, ``hessian``, ``sharpness``,
-``eigenvalues``, ``local-rank``, ``lyapunov``.
+those of the registry :data:`refnet.oracle.QUANTITIES` (``refnet quantities`` lists them):
+``loss``, ``grad``, ``per-example-grads``, ``input-jacobian``, ``param-jacobian``, ``ntk``,
+``hvp``, ``hessian``, ``sharpness``, ``eigenvalues``, ``local-rank``, ``lyapunov``, and any
+declared with :func:`refnet.oracle.quantity`. ``net`` may be an :class:`refnet.MLP` or a
+:class:`refnet.Network`.
 
 Conventions and converters
 --------------------------
@@ -124,7 +126,8 @@ def reference(quantity, net, x=None, y=None, loss=None, v=None, **kw):
     """refnet's float64 value of ``quantity`` (an ndarray; see :data:`refnet.oracle.QUANTITIES`).
 
     ``net`` may be a :class:`refnet.cases.NetCase` (then ``x``, ``y``, ``loss`` default to
-    its own). Keyword arguments: ``layer``, ``k``, ``rank_atol``, ``rank_rtol``.
+    its own), an :class:`refnet.MLP` or a :class:`refnet.Network`. Keyword arguments: the
+    quantity's options (``layer``, ``k``, ``rank_atol``, ``rank_rtol``, ...).
     """
     from .oracle import reference as _reference
 
@@ -141,13 +144,17 @@ def compare(quantity, theirs, net, x=None, y=None, loss=None, v=None, rtol=None,
     quantity : str, e.g. ``"grad"``, ``"hvp"``, ``"sharpness"`` (:data:`refnet.oracle.QUANTITIES`)
     theirs : array-like (or torch tensor) of the quantity's shape, in refnet's conventions
         (use the converters for another loss scaling)
-    net : :class:`refnet.MLP` or :class:`refnet.cases.NetCase`
-    x : ``(n, d_in)``;  y : targets;  loss : ``"mse"`` (default) or ``"cross_entropy"``
+    net : :class:`refnet.MLP`, :class:`refnet.Network` or :class:`refnet.cases.NetCase`
+        (a Network with LayerNorm or attention layers has no derived tolerance: the verdict
+        is UNDETERMINED unless ``atol``/``rtol`` are given)
+    x : ``(n, *in_shape)``;  y : targets;  loss : ``"mse"`` (default) or ``"cross_entropy"``
     v : ``(P,)`` direction for ``hvp``
     rtol, atol : explicit tolerances (``allowed = atol + rtol·|ref|``); default: the derived
         rounding bound for ``precision``
     precision : the dtype theirs was computed in (default ``theirs.dtype``)
-    **kw : ``layer``, ``k``, ``rank_atol``, ``rank_rtol``
+    **kw : the quantity's options (``layer``, ``k``, ``rank_atol``, ``rank_rtol``, ...), and
+        ``bound`` (``"worst-case"`` or ``"probabilistic"``) and ``failure_probability`` of
+        :func:`refnet.oracle.compare`
 
     Returns
     -------
