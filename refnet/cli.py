@@ -29,6 +29,11 @@
     explicit ``--atol/--rtol``). Default tolerances are derived for the precision of T (its
     dtype, or ``--precision``) from a rounding-error analysis (:mod:`refnet.oracle`).
 
+``refnet compare eigenpairs --model M.npz --inputs X.npy --targets Y.npy --theirs-values V.npy
+[--theirs-vectors W.npy] [--which largest|smallest|largest-magnitude] [--solver-rtol R]``
+    Judge an iterative eigensolver's Hessian eigenpairs by their own residuals against
+    refnet's certified spectrum (:mod:`refnet.eigenpairs`); same exit codes.
+
 ``refnet quantities``
     The quantity registry (:data:`refnet.oracle.QUANTITIES`): name, shape, formula, what it
     needs, options, aliases. The quantities and the option flags of compute/compare are
@@ -505,6 +510,9 @@ def main(argv=None) -> int:
     interrupted."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["compare", "eigenpairs"]:       # an iterative solver's eigenpairs
+        from . import eigenpairs
+        return eigenpairs.main(argv[2:])
     try:
         args = parser.parse_args(argv)
     except UserError as e:

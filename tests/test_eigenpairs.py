@@ -381,3 +381,16 @@ def test_float16_infinite_allowance_is_undetermined():
     assert rep.method.startswith("Lanczos")
     rep64 = compare_eigenpairs(net, x, y, [1.0], np.ones((net.n_params, 1)))
     assert rep64.verdict == "MISMATCH"     # a constant vector is no eigenvector of λ = 1
+
+
+def test_refnet_cli_routes_compare_eigenpairs(files, capsys):
+    """`refnet compare eigenpairs ...` (the refnet command) runs this module's main."""
+    from refnet import cli
+    d = files
+    argv = ["compare", "eigenpairs"] + [str(a) for a in base(d)] + ["--theirs-vectors",
+                                                                  str(d / "vecs.npy")]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith("refnet compare eigenpairs: MATCH")
+    bad = ["compare", "eigenpairs"] + [str(a) for a in base(d, "shifted.npy")] + [
+        "--theirs-vectors", str(d / "vecs.npy")]
+    assert cli.main(bad) == 1
