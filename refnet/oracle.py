@@ -591,6 +591,8 @@ class Reference:
     _allowed: Callable = field(repr=False, default=None)
     _notes: Callable = field(repr=False, default=None)
     tolerance_unavailable: str = None
+    #: the network, inputs and loss name the value was computed for (for the diagnosis)
+    problem: tuple = field(repr=False, default=None)
 
     def allowed(self, precision="float64", bound=DEFAULT_BOUND,
                 failure_probability=DEFAULT_FAILURE_PROBABILITY) -> np.ndarray:
@@ -779,7 +781,10 @@ def _problem(q, net, x, y, loss, v, opts, say) -> Problem:
         if y is None:
             raise ValueError(f"y: quantity {q!r} needs targets (mse: (n, d_out) floats; "
                              f"cross_entropy: (n,) integer labels); received None")
-        net, x, y, lo = prepare(net, x, y, loss)
+        try:
+            net, x, y, lo = prepare(net, x, y, loss)
+        except (TypeError, ValueError) as e:
+            raise type(e)(_with_input_hint(str(e), net, x, y, loss)) from None
     else:
         x = net.check_input(x)
         lo = get_loss(loss)
@@ -822,7 +827,8 @@ def _reference(quantity, net, x, y, loss, v, opts, progress):
     meta["shape"] = list(value.shape)
     meta["seconds"] = round(time.perf_counter() - t0, 4)
     say(f"{q} done in {time.perf_counter() - t0:.1f} s")
-    return Reference(q, value, meta, allowed, notes_fn, unavailable)
+    return Reference(q, value, meta, allowed, notes_fn, unavailable,
+                     (p.net, p.x, p.loss.name if p.loss is not None else None))
 
 
 def _with_nonfinite_note(value, notes_fn):
@@ -1558,6 +1564,10 @@ class Report:
     n_undetermined: int = 0
     n_nan_errors: int = 0
     undetermined_indices: list = field(default_factory=list)
+    #: likely causes of a MISMATCH (:func:`refnet.diagnosis.diagnose`), each a dict with kind,
+    #: message and fix; and per-block errors for parameter-space quantities
+    diagnoses: list = field(default_factory=list)
+    blocks: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.verdict is None:   # built the old way, from the boolean alone
@@ -1577,7 +1587,7 @@ class Report:
             "theirs_dtype", "precision", "max_abs_error", "max_rel_error",
             "normwise_rel_error", "n_entries", "n_mismatched", "n_undetermined",
             "n_nan_errors", "undetermined_indices", "worst", "tolerance", "reference_side",
-            "notes", "meta")})
+            "notes", "meta", "diagnoses", "blocks")})
 
     def __str__(self):
         lines = [f"refnet compare {self.quantity}: {self.verdict} - {self.reason}",
@@ -1611,9 +1621,19 @@ class Report:
             lines.append("  worst entries (index: reference | theirs | abs error | allowed):")
             for w in self.worst:
                 mark = "" if w.get("status", "ok") == "ok" else f"  [{w['status']}]"
-                lines.append(f"    {tuple(w['index'])}: {w['reference']:.10g} | "
+                lines.append(f"    {tuple(w['index'])}"
+                             + (f" {w['name']}" if w.get("name") else "")
+                             + f": {w['reference']:.10g} | "
                              f"{w['theirs']:.10g} | {w['abs_error']:.3e} | "
                              f"{w['allowed']:.3e}{mark}")
+        for d in self.diagnoses:
+            lines.append(f"  likely cause ({d['kind']}): {d['message']}"
+                         + (f"\n    fix: {d['fix']}" if d.get("fix") else ""))
+        if self.blocks and self.verdict == MISMATCH:
+            lines.append("  per parameter block (max abs error, entries outside, worst):")
+            for b in self.blocks:
+                lines.append(f"    {b['name']}: {b['max_abs_error']:.3e}, {b['n_outside']}, "
+                             f"{b['worst_name']}")
         for n in self.notes:
             lines.append(f"  note: {n}")
         return "\n".join(lines)
@@ -1861,11 +1881,59 @@ def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
         verdict = MATCH
         reason = (f"all {r.size} entries within tolerance (worst at "
                   f"{worst[0]['ratio']:.2g} of its bound)" if worst else "empty arrays")
+    diagnoses, blocks = _diagnose(ref, r, t, allowed) if verdict == MISMATCH else ([], [])
+    _name_indices(ref, worst)
     return Report(matches=verdict == MATCH, verdict=verdict, reason=reason,
                   max_abs_error=maxabs, max_rel_error=maxrel, normwise_rel_error=normwise,
                   n_entries=int(r.size), n_mismatched=n_bad, n_undetermined=n_und,
                   n_nan_errors=n_nan, undetermined_indices=_first_indices(undetermined, 5),
-                  worst=worst, tolerance=tol_info, notes=notes, **base)
+                  worst=worst, tolerance=tol_info, notes=notes, diagnoses=diagnoses,
+                  blocks=blocks, **base)
+
+
+def _name_indices(ref: Reference, worst) -> None:
+    """Add ``name`` (``W3[i, j]``, ``b2[i]``, ``2.block.0.weight[i, j]``) to the worst entries
+    of a quantity whose last axis is the flat parameter vector."""
+    if ref.problem is None or ref.quantity not in ("grad", "hvp", "per-example-grads",
+                                                   "param-jacobian", "hessian"):
+        return
+    from .diagnosis import format_index
+    for w in worst:
+        idx = tuple(w["index"])
+        if idx:
+            w["name"] = ", ".join(format_index(ref.problem[0], int(i)) for i in
+                                  (idx[-2:] if ref.quantity == "hessian" else idx[-1:]))
+
+
+def _with_input_hint(message, net, x, y, loss):
+    """An input error with the diagnosis of the inputs appended (integer labels given to
+    MSE: pass loss="cross_entropy")."""
+    from . import diagnosis
+    try:
+        hints = diagnosis.diagnose_inputs(net, x, y, loss)
+    except (TypeError, ValueError):
+        return message
+    return message + "".join(f"; hint: {d.message}" + (f" Fix: {d.fix}" if d.fix else "")
+                             for d in hints)
+
+
+def _diagnose(ref: Reference, r, t, allowed):
+    """Likely causes and the per-block table of a MISMATCH (:mod:`refnet.diagnosis`); a
+    failure of the diagnosis never changes the verdict."""
+    if ref.problem is None:
+        return [], []
+    from . import diagnosis
+    net, x, loss = ref.problem
+    try:
+        ds = diagnosis.diagnose(ref.quantity, r, t, net, x=x, loss=loss or "mse",
+                                allowed=np.where(np.isfinite(allowed), allowed, np.inf))
+        blocks = (diagnosis.block_errors(ref.quantity, r, t, net, allowed=allowed)
+                  if ref.quantity in diagnosis.PARAM_AXES else [])
+    except (ValueError, TypeError, IndexError):
+        return [], []
+    return ([{"kind": d.kind, "message": d.message, "fix": d.fix} for d in ds],
+            [{k: b[k] for k in ("name", "max_abs_error", "n_outside", "worst_name")}
+             for b in blocks])
 
 
 def compare(quantity, theirs, net, x, y=None, loss="mse", v=None, rtol=None, atol=None,

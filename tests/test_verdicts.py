@@ -241,3 +241,52 @@ def test_report_verdict_field_is_consistent_with_matches():
         Report(matches=True, verdict=UNDETERMINED, **base)
     with pytest.raises(ValueError, match="verdict"):
         Report(matches=False, verdict="maybe", **base)
+
+
+# ---------------------------------------------------------------------------- diagnosis in reports
+def _diag_case():
+    import refnet
+    c = refnet.cases.random_case(1, (3, 5, 2), "tanh", batch=6)
+    return c, refnet.oracle.reference("grad", c.net, c.x, c.y)
+
+
+def test_report_names_a_missing_half_and_the_fix():
+    """A gradient of mean ‖f − y‖² (no ½) is MISMATCH with the loss convention named."""
+    import refnet
+    c, ref = _diag_case()
+    rep = refnet.oracle.compare_arrays(ref, 2 * np.asarray(ref.value))
+    assert rep.verdict == "MISMATCH"
+    assert any(d["kind"] == "loss_convention" and "convert_grad" in d["fix"]
+               for d in rep.diagnoses)
+    assert "likely cause (loss_convention)" in str(rep)
+    assert rep.worst[0]["name"].startswith(("W", "b"))
+    assert [b["name"] for b in rep.blocks] == list(c.net.network.param_names)
+
+
+def test_report_locates_a_single_sign_flip_and_a_transposed_layout():
+    import refnet
+    c, ref = _diag_case()
+    g = np.array(ref.value)
+    bad = g.copy()
+    bad[3] = -bad[3]
+    rep = refnet.oracle.compare_arrays(ref, bad)
+    assert any(d["kind"] == "single_entry" and "W1[1, 0]" in d["message"] for d in rep.diagnoses)
+    W1 = g[:15].reshape(5, 3)
+    t = g.copy()
+    t[:15] = W1.T.ravel()                          # first weight stored (in, out)
+    rep = refnet.oracle.compare_arrays(ref, t)
+    assert rep.verdict == "MISMATCH" and any("transposed" in d["kind"] for d in rep.diagnoses)
+
+
+def test_correct_result_has_no_diagnosis():
+    import refnet
+    _, ref = _diag_case()
+    rep = refnet.oracle.compare_arrays(ref, np.asarray(ref.value))
+    assert rep.verdict == "MATCH" and rep.diagnoses == []
+
+
+def test_integer_labels_with_mse_suggest_cross_entropy():
+    import refnet
+    c, _ = _diag_case()
+    with pytest.raises(TypeError, match='cross_entropy'):
+        refnet.oracle.reference("grad", c.net, c.x, np.array([0, 1, 1, 0, 1, 0]))
