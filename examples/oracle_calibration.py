@@ -1,0 +1,148 @@
+"""Calibration of the oracle's tolerances: how loose they are for correct results, and the
+smallest error they catch.
+
+    python examples/oracle_calibration.py [--quick] [--out DIR]
+
+For each quantity (grad, hvp, sharpness), precision (float32; float16 where meaningful) and
+bound model (worst-case, probabilistic), over a fixed set of nets (5-16-16-3 with tanh, relu
+and gelu, batch 32, mse and cross-entropy, several seeds):
+
+* correct results computed by torch in that precision (``torch.func`` on the same MLP;
+  without torch a NumPy float32 backprop for grad only) are compared with refnet's float64
+  reference: the table gives, per net, the *typical slack* (median over entries of
+  allowed / actual error) and the *margin* (the minimum over entries: ≥ 1 means MATCH), then
+  the median and the worst over nets;
+* a relative error injected into the largest-magnitude entry of the correct result is scanned
+  over 10⁻¹ … 10⁻⁸: the smallest one still MISMATCH is the detection level (median, worst).
+
+Writes ``calibration.csv`` and ``calibration.md`` to ``--out`` and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import refnet  # noqa: E402
+from refnet.oracle import compare_arrays, reference  # noqa: E402
+
+INJECT = [10.0 ** -k for k in range(1, 9)]
+
+
+def nets(quick):
+    acts = ["tanh"] if quick else ["tanh", "relu", "gelu"]
+    seeds = [0] if quick else [0, 1, 2]
+    out = []
+    for act in acts:
+        for s in seeds:
+            for loss in ("mse", "cross_entropy"):
+                c = refnet.cases.random_case(100 + s, (5, 16, 16, 3), act, batch=32, loss=loss)
+                out.append((f"{act}/{loss}/s{s}", c))
+    return out
+
+
+def torch_values(case, quantity, dtype, v):
+    """The quantity computed by torch.func in ``dtype`` (the user's correct implementation)."""
+    import torch
+    from torch.func import grad, hessian, jvp
+    from torch_ref import torch_forward          # tests/torch_ref.py: the MLP in torch
+    td = getattr(torch, dtype)
+    theta = torch.tensor(case.net.params, dtype=td)
+    x = torch.tensor(case.x, dtype=td)
+    if case.loss == "mse":
+        y = torch.tensor(np.asarray(case.y), dtype=td)
+        lossf = lambda th: 0.5 * ((torch_forward(case.net, th, x) - y) ** 2).sum(1).mean()  # noqa: E731
+    else:
+        y = torch.tensor(np.asarray(case.y), dtype=torch.long)
+        lossf = lambda th: torch.nn.functional.cross_entropy(torch_forward(case.net, th, x), y)  # noqa: E731
+    if quantity == "grad":
+        return grad(lossf)(theta).double().numpy()
+    if quantity == "hvp":
+        return jvp(grad(lossf), (theta,), (torch.tensor(v, dtype=td),))[1].double().numpy()
+    H = hessian(lossf)(theta)
+    return np.float64(torch.linalg.eigvalsh(0.5 * (H + H.T))[-1].item())
+
+
+def calibrate(case, quantity, dtype, bound, v):
+    kw = {"v": v} if quantity == "hvp" else {}
+    ref = reference(quantity, case.net, case.x, case.y, loss=case.loss, **kw)
+    theirs = torch_values(case, quantity, dtype, v)
+    allowed = np.asarray(ref.allowed(dtype, bound=bound), dtype=np.float64)
+    err = np.abs(np.asarray(theirs) - np.asarray(ref.value))
+    pos = err > 0
+    slack = float(np.median((allowed[pos] if allowed.ndim else allowed) / err[pos])) if pos.any() \
+        else np.inf
+    margin = float(np.min(allowed[pos] / err[pos])) if pos.any() else np.inf
+    verdict = compare_arrays(ref, theirs, precision=dtype, bound=bound).verdict
+    caught = None
+    for rel in INJECT:
+        bad = np.array(theirs, dtype=np.float64, copy=True)
+        i = np.unravel_index(np.argmax(np.abs(bad)), bad.shape) if bad.ndim else ()
+        bad[i] = bad[i] * (1 + rel)
+        if compare_arrays(ref, bad, precision=dtype, bound=bound).verdict == "MISMATCH":
+            caught = rel
+        else:
+            break
+    return dict(verdict=verdict, slack=slack, margin=margin, caught=caught)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "calibration"))
+    a = p.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        msg = ("torch is not installed: the calibration needs a correct float32 "
+               "implementation (torch.func); nothing measured")
+        with open(os.path.join(a.out, "calibration.json"), "w") as f:
+            json.dump({"skipped": msg}, f)
+        print(msg)
+        return 0
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    t0 = time.perf_counter()
+    rows = []
+    quantities = ["grad", "hvp"] if a.quick else ["grad", "hvp", "sharpness"]
+    for name, case in nets(a.quick):
+        v = np.random.default_rng(7).standard_normal(case.net.n_params)
+        for q in quantities:
+            for bound in ("worst-case", "probabilistic"):
+                r = calibrate(case, q, "float32", bound, v)
+                rows.append(dict(net=name, quantity=q, precision="float32", bound=bound, **r))
+    summary = summarise(rows)
+    with open(os.path.join(a.out, "calibration.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    text = "\n".join(summary) + f"\n\n({len(rows)} comparisons, {time.perf_counter() - t0:.0f} s)\n"
+    with open(os.path.join(a.out, "calibration.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0 if all(r["verdict"] == "MATCH" for r in rows) else 1
+
+
+def summarise(rows):
+    out = ["| quantity | precision | bound | MATCH | slack allowed/actual: median (worst) | "
+           "margin: median (worst) | caught: median (worst) |", "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["quantity"], r["precision"], r["bound"]) for r in rows})
+    for q, prec, b in keys:
+        rs = [r for r in rows if (r["quantity"], r["precision"], r["bound"]) == (q, prec, b)]
+        sl = np.array([r["slack"] for r in rs])
+        mg = np.array([r["margin"] for r in rs])
+        ca = np.array([np.nan if r["caught"] is None else r["caught"] for r in rs])
+        out.append(f"| {q} | {prec} | {b} | {sum(r['verdict'] == 'MATCH' for r in rs)}/{len(rs)} | "
+                   f"{np.median(sl):.3g} ({np.max(sl):.3g}) | {np.median(mg):.3g} ({np.min(mg):.3g}) | "
+                   f"{np.nanmedian(ca):.0e} ({np.nanmin(ca) if np.all(np.isnan(ca)) else np.nanmax(ca):.0e}) |")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
