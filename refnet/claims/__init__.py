@@ -36,6 +36,8 @@ _TOPICS = (
     "spectral",
     "randomized",
     "layers",
+    "vae",
+    "neural_processes",
 )
 
 
