@@ -26,14 +26,7 @@ def T():
     torch = pytest.importorskip("torch")
     nn = torch.nn
 
-    class Residual(nn.Module):
-        def __init__(self, block, proj=None):
-            super().__init__()
-            self.block = block
-            self.proj = proj
-
-        def forward(self, x):
-            return self.block(x) + (self.proj(x) if self.proj is not None else x)
+    from torch_ref import Residual          # the documented residual pattern
 
     class SelfAttention(nn.Module):
         def __init__(self, d, num_heads, causal=False, bias=True, batch_first=True, **kw):

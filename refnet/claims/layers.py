@@ -29,6 +29,7 @@ from ..layers import Activation, Flatten, Linear, MeanPool, Residual
 from ..layers.attention import MultiheadAttention
 from ..layers.layernorm import LayerNorm
 from . import Check, claim
+from .curvature import fd_check
 
 EPS = fd.EPS
 
@@ -123,12 +124,6 @@ def _vjp_flat(layer, cache, u):
     return np.concatenate([ux[:, 0].ravel()] + [o[0].ravel() for o in out])
 
 
-def fd_ratio(exact, res) -> Check:
-    diff = np.abs(exact - res.value)
-    r = float(np.max(diff / np.maximum(res.error, np.finfo(float).tiny), initial=0.0))
-    return Check(r, fd.SAFETY, f"max|diff|={np.max(diff, initial=0):.2e}")
-
-
 # ---------------------------------------------------------------------------- per layer
 @claim("layer_jvp_matches_fd",
        source="forward-mode derivative of each layer vs Richardson central differences",
@@ -144,7 +139,7 @@ def layer_jvp_matches_fd(case: LayerCase) -> Check:
     ydot, _ = layer.jvp(cache, xd, pd)
     res = fd.directional_derivative(
         lambda z: _with(layer, _split(case, z)[1]).forward(_split(case, z)[0], False)[0], z0, v)
-    return fd_ratio(ydot[:, 0], res)
+    return fd_check(ydot[:, 0], res)
 
 
 @claim("layer_adjoint_identity",
@@ -190,7 +185,7 @@ def layer_vjp_tangent_matches_fd(case: LayerCase) -> Check:
         x, ps = _split(case, z)
         lay = _with(layer, ps)
         return _vjp_flat(lay, lay.forward(x)[1], u)
-    return fd_ratio(exact, fd.directional_derivative(vjp_at, z0, v))
+    return fd_check(exact, fd.directional_derivative(vjp_at, z0, v))
 
 
 # ---------------------------------------------------------------------------- networks
@@ -227,7 +222,7 @@ def network_hvp_matches_fd(case) -> Check:
     res = hvp(case.net, case.x, case.y, v, case.loss, method="fd")
     if fd.crosses_kink(case.net, case.x, res.h, dparams=v):
         return Check(0.0, fd.SAFETY, "stencil crosses a kink: not differentiable there, skipped")
-    return fd_ratio(exact, res)
+    return fd_check(exact, res)
 
 
 @claim("network_hessian_symmetric",
