@@ -45,6 +45,11 @@ in its Network's layout (:mod:`refnet.network`, torch's ``parameters()`` order).
 Linear-Gaussian decoder x|z ~ N(W z + b, s² I), z ~ N(0, I): x ~ N(b, W Wᵀ + s² I)
 (:func:`linear_gaussian_log_marginal`, the exact log p(x)); with β = 1 the maximum-likelihood
 W is probabilistic PCA's (Tipping & Bishop 1999, JRSS B 61(3), §3, eq. 7; :func:`ppca_vae`).
+
+Codes and disentanglement: :func:`encode` gives (μ, logvar), :func:`decode` E[x | z],
+:func:`latent_kl` the per-latent KL averaged over inputs; the metrics :func:`mig`,
+:func:`dci`, :func:`beta_vae_score`, :func:`udr`, :func:`alignment` and
+:func:`spearman_matrix` live in :mod:`refnet.disentanglement` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -54,13 +59,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
+from .disentanglement import alignment, beta_vae_score, dci, mig, spearman_matrix, udr
 from ._validate import as_float_array, as_rng, check_choice, check_positive_float
 from .layers import Activation, Linear
 from .network import Network
 
 __all__ = ["VAE", "init", "kl_standard_normal", "objective", "objective_and_grad", "elbo",
            "log_weights", "iwae", "linear_gaussian_log_marginal", "linear_gaussian_elbo",
-           "linear_decoder", "ppca_vae", "fit", "mig", "dci", "LIKELIHOODS"]
+           "linear_decoder", "ppca_vae", "fit", "encode", "decode", "latent_kl",
+           "mig", "dci", "beta_vae_score", "udr", "alignment", "spearman_matrix",
+           "LIKELIHOODS"]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 _LOG2PI = math.log(2 * math.pi)
@@ -165,6 +173,36 @@ def kl_standard_normal(mu, logvar) -> np.ndarray:
     mu = as_float_array(mu, "mu")
     lv = as_float_array(logvar, "logvar", shape=mu.shape)
     return 0.5 * np.sum(mu ** 2 + (np.expm1(lv) - lv), axis=-1)
+
+
+def _check_vae(vae):
+    if not isinstance(vae, VAE):
+        raise TypeError(f"vae: expected a refnet.vae.VAE; received {type(vae).__name__}")
+
+
+def encode(vae: VAE, x):
+    """The encoder's ``(mu, logvar)``, each ``(n, d_z)``, for inputs ``x`` ``(n, d_x)``
+    (no sampling; μ is the code the disentanglement metrics read)."""
+    _check_vae(vae)
+    x = vae.encoder.check_input(x, "x")
+    h = engine.forward(vae.encoder.layers, x, keep=False).output
+    return h[:, :vae.d_z], h[:, vae.d_z:]
+
+
+def decode(vae: VAE, z) -> np.ndarray:
+    """The decoder's mean E[x | z] ``(n, d_x)`` for latents ``z`` ``(n, d_z)``:
+    sigmoid(logits) for a Bernoulli decoder, the means for a Gaussian one."""
+    _check_vae(vae)
+    z = vae.decoder.check_input(z, "z")
+    out = engine.forward(vae.decoder.layers, z, keep=False).output
+    return 0.5 * (1.0 + np.tanh(0.5 * out)) if vae.likelihood == "bernoulli" else out
+
+
+def latent_kl(vae: VAE, x) -> np.ndarray:
+    """Per-latent KL(q(z_j|x) ‖ N(0, 1)) = ½(μ_j² + σ_j² − log σ_j² − 1) averaged over
+    the rows of ``x``: ``(d_z,)`` (the I_KL test of :func:`udr` reads it)."""
+    mu, lv = encode(vae, x)
+    return 0.5 * np.mean(mu ** 2 + (np.expm1(lv) - lv), axis=0)
 
 
 def _check_data(vae, x, eps):
@@ -413,101 +451,3 @@ def fit(vae: VAE, x, *, steps: int = 1000, lr: float = 1e-2, beta: float = 1.0,
         hist[t], g = _value_and_grad(vae.with_params(theta), xb, eps, beta, _uniform(S))
         theta, state = opt.update(state, theta, g, t)
     return vae.with_params(theta), hist
-
-
-# ---------------------------------------------------------------------------- metrics
-def _check_codes(codes, factors):
-    z = as_float_array(codes, "codes", ndim=2)
-    f = np.asarray(factors)
-    if f.ndim != 2 or f.shape[0] != z.shape[0]:
-        raise ValueError(f"factors: expected shape (n={z.shape[0]}, n_factors); received "
-                         f"shape {f.shape}")
-    if z.shape[0] < 2:
-        raise ValueError(f"codes: expected at least 2 examples; received {z.shape[0]}")
-    return z, f
-
-
-def _discrete_mi(a, b):
-    """Plug-in mutual information (nats) of two non-negative integer arrays."""
-    na, nb = a.max() + 1, b.max() + 1
-    p = np.bincount(a * nb + b, minlength=na * nb).reshape(na, nb) / a.size
-    pa, pb = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
-    nz = p > 0
-    return float(np.sum(p[nz] * np.log(p[nz] / (pa @ pb)[nz])))
-
-
-def mig(codes, factors, *, bins: int = 20) -> float:
-    """Mutual information gap (Chen et al. 2018, NeurIPS, "Isolating sources of
-    disentanglement in VAEs"):
-
-        MIG = (1/K) Σ_k [I(z_{j(1)}; v_k) − I(z_{j(2)}; v_k)] / H(v_k),
-
-    j(1), j(2) the latents with the largest and second largest mutual information with
-    factor v_k. Choices (as disentanglement_lib): each code column is discretised into
-    ``bins`` equal-width bins over its range; I and H are plug-in estimates (nats) from the
-    empirical joint histogram; ``factors`` are integer labels ``(n, K)``, each with ≥ 2
-    values. Codes ``(n, D)``, D ≥ 2. In [0, 1]."""
-    z, f = _check_codes(codes, factors)
-    if not np.issubdtype(f.dtype, np.integer):
-        raise ValueError(f"factors: expected integer labels; received dtype {f.dtype}")
-    if z.shape[1] < 2:
-        raise ValueError(f"codes: expected at least 2 latents; received {z.shape[1]}")
-    bins = int(bins)
-    lo, span = z.min(0), np.ptp(z, 0)
-    zb = np.minimum((bins * (z - lo) / np.where(span > 0, span, 1.0)).astype(np.int64),
-                    bins - 1)
-    gaps = []
-    for k in range(f.shape[1]):
-        _, v = np.unique(f[:, k], return_inverse=True)
-        h = _discrete_mi(v, v)
-        if h <= 0:
-            raise ValueError(f"factors: expected every factor to take >= 2 values; column "
-                             f"{k} is constant")
-        mi = np.sort([_discrete_mi(zb[:, j], v) for j in range(z.shape[1])])[::-1]
-        gaps.append((mi[0] - mi[1]) / h)
-    return float(np.mean(gaps))
-
-
-def _entropy_rows(P, base):
-    """1 − H(row) / log(base) for rows of non-negative P (a row of zeros gives 0)."""
-    s = P.sum(1, keepdims=True)
-    Q = np.divide(P, s, out=np.zeros_like(P), where=s > 0)
-    H = -np.sum(np.where(Q > 0, Q * np.log(np.where(Q > 0, Q, 1.0)), 0.0), 1)
-    return np.where(s[:, 0] > 0, 1.0 - H / math.log(base), 0.0)
-
-
-def dci(codes, factors, *, ridge: float = 1e-8, test=None) -> dict:
-    """Disentanglement, completeness, informativeness (Eastwood & Williams 2018, ICLR).
-
-    Importance R_{jk} of latent j for factor k: |β_{jk}| of the ridge regression (penalty
-    ``ridge`` · n) of standardised factor k on standardised codes (E&W use lasso and
-    random forests; the linear closed form is our choice, exact on linear codes). Then
-    D_j = 1 − H_K(R_{j·}/Σ_k R_{jk}),  D = Σ_j ρ_j D_j,  ρ_j = Σ_k R_{jk} / Σ R;
-    C_k = 1 − H_D(R_{·k}/Σ_j R_{jk}),  C = mean_k C_k (entropies in bases K and D);
-    informativeness = mean_k R² of the regression, on ``test = (codes, factors)`` if given,
-    else in-sample. Needs ≥ 2 latents and ≥ 2 factors.
-
-    Returns ``{"importance": (D, K), "disentanglement", "completeness", "informativeness"}``.
-    """
-    z, f = _check_codes(codes, factors)
-    f = as_float_array(np.asarray(f, dtype=np.float64), "factors")
-    if z.shape[1] < 2 or f.shape[1] < 2:
-        raise ValueError(f"codes, factors: expected >= 2 latents and >= 2 factors; received "
-                         f"{z.shape[1]} and {f.shape[1]}")
-    ridge = check_positive_float(ridge, "ridge", allow_zero=True)
-    zm, zs, fm, fs = z.mean(0), z.std(0), f.mean(0), f.std(0)
-    if np.any(zs == 0) or np.any(fs == 0):
-        raise ValueError("codes, factors: expected no constant columns")
-    Zs, Fs = (z - zm) / zs, (f - fm) / fs
-    n, D = Zs.shape
-    B = np.linalg.solve(Zs.T @ Zs + ridge * n * np.eye(D), Zs.T @ Fs)   # (D, K)
-    R = np.abs(B)
-    rho = R.sum(1) / R.sum()
-    dis = float(rho @ _entropy_rows(R, f.shape[1]))
-    com = float(np.mean(_entropy_rows(R.T, D)))
-    zt, ft = (z, f) if test is None else _check_codes(*test)
-    pred = ((np.asarray(zt, float) - zm) / zs) @ B
-    ft = (np.asarray(ft, float) - fm) / fs
-    r2 = 1 - np.sum((ft - pred) ** 2, 0) / np.sum((ft - ft.mean(0)) ** 2, 0)
-    return {"importance": R, "disentanglement": dis, "completeness": com,
-            "informativeness": float(np.mean(r2))}

@@ -73,6 +73,14 @@ def test_kl_claim_on_generated_cases(seed, n, d, spread, lo, width):
     assert chk.holds, str(chk)
 
 
+def test_kl_claim_rounding_bound_covers_cancellation():
+    """μ = 0, σ ≈ 1: the integrand's terms cancel to far below their size; the rounding
+    bound must be set by the terms (found by hypothesis: width=0.03125, seed=0)."""
+    rng = np.random.default_rng(0)
+    case = (np.zeros((1, 1)), 0.03125 * rng.uniform(size=(1, 1)), 0)
+    assert CV.kl_closed_form_matches_quadrature(case).holds
+
+
 @settings(max_examples=5)
 @given(seed=st.integers(0, 10_000), d_x=st.integers(2, 5), d_z=st.integers(1, 2),
        n=st.integers(1, 3))
@@ -335,6 +343,156 @@ def test_metrics_bad_inputs():
         V.mig(f.astype(float), np.c_[f, np.zeros(len(f), int)])
     with pytest.raises(ValueError, match="codes"):
         V.dci(f[:, :1].astype(float), f)
+
+
+def _mono(f, perm):
+    """A permutation + per-unit strictly monotone map of the factors ``f`` ``(n, 3)``."""
+    g = np.asarray(f, float)[:, list(perm)]
+    return np.c_[np.tanh(0.15 * (g[:, 0] - 3.5)), g[:, 1] ** 3 + 2 * g[:, 1],
+                 -np.exp(0.1 * g[:, 2])]
+
+
+def _rotated(f, seed=0):
+    fs = (f - f.mean(0)) / f.std(0)
+    return fs @ np.linalg.qr(np.random.default_rng(seed).standard_normal((3, 3)))[0]
+
+
+def test_monotone_permuted_codes_score_one_and_rotations_lower():
+    f = _factorial()
+    z = _mono(f, (2, 0, 1))
+    span = np.ptp(z, 0)
+    for j in range(3):                     # precondition for MIG: no two values share a bin
+        u = np.unique(z[:, j])
+        assert np.all(np.diff(np.floor(20 * (u - u[0]) / span[j]).clip(max=19)) > 0)
+    assert V.mig(z, f) == pytest.approx(1.0, abs=1e-12)
+    assert V.dci(z, f)["disentanglement"] == pytest.approx(1.0, abs=1e-12)
+    al = V.alignment(z, f)
+    assert al["alignment"] == pytest.approx(1.0, abs=1e-12)
+    assert np.count_nonzero(al["weights"]) == 3
+    zr = _rotated(f)
+    assert V.mig(zr, f) < 0.5 and V.dci(zr, f)["disentanglement"] < 0.5
+    assert V.alignment(zr, f)["alignment"] < 0.5
+
+
+def test_udr_known_by_construction():
+    """Two permuted monotone codes: Spearman R is a permutation matrix (the factorial design
+    makes different factors' ranks exactly uncorrelated), so UDR = 1; with the lasso,
+    linear permuted copies give the shrunk weight 1 − α for every pair."""
+    f = _factorial()
+    z1, z2, z3 = _mono(f, (2, 0, 1)), _mono(f, (1, 2, 0)), _mono(f, (0, 1, 2))
+    noise = np.random.default_rng(1).standard_normal((len(f), 1))
+    kl = [np.ones(3)] * 3
+    out = V.udr([z1, z2, z3], kl)
+    assert np.allclose(out["scores"], 1.0, atol=1e-12)
+    assert np.isnan(np.diag(out["pairwise"])).all()
+    # an uninformative (KL below threshold) latent is left out
+    extra = V.udr([np.c_[z1, noise], z2], [np.r_[np.ones(3), 1e-3], np.ones(3)])
+    assert extra["n_informative"].tolist() == [4 - 1, 3]
+    assert extra["scores"] == pytest.approx([1.0, 1.0], abs=1e-12)
+    # ... and counted (lowering the score) when informative
+    assert V.udr([np.c_[z1, noise], z2], [np.ones(4), np.ones(3)])["scores"][0] < 1.0
+    rot = V.udr([z1, _rotated(f)], kl[:2])["scores"]
+    assert np.all(rot < 0.85)
+    fs = (f - f.mean(0)) / f.std(0)
+    las = V.udr([fs, 2 * fs[:, [2, 0, 1]] + 1], kl[:2], correlation="lasso", alpha=0.1)
+    assert las["scores"] == pytest.approx([0.9, 0.9], abs=1e-10)
+
+
+def test_spearman_matrix_matches_scipy():
+    from scipy.stats import spearmanr
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((40, 3)), rng.integers(0, 4, (40, 2)).astype(float)
+    R = V.spearman_matrix(a, b)
+    want = np.abs(spearmanr(a, b).statistic[:3, 3:])
+    assert np.allclose(R, want, rtol=1e-12, atol=1e-14)
+
+
+def test_lasso_matches_soft_threshold_on_orthogonal_design():
+    from refnet.disentanglement import lasso
+    f = _factorial().astype(float)
+    fs = (f - f.mean(0)) / f.std(0)
+    y = fs @ np.array([0.5, -0.05, 1.0])
+    w = lasso(fs, y, alpha=0.1)[:, 0]
+    c = fs.T @ ((y - y.mean()) / y.std()) / len(y)
+    assert np.allclose(w, np.sign(c) * np.maximum(np.abs(c) - 0.1, 0), atol=1e-12)
+    assert w[1] == 0.0
+
+
+def _enc_disentangled(fa):
+    return _mono(fa, (2, 0, 1))
+
+
+def test_beta_vae_score_known_by_construction():
+    """Disentangled codes: the fixed factor's unit has z_diff = 0 exactly, every other unit
+    > 0 (a.s.), so a linear classifier is perfect. Two units mixing three factors (sum and
+    difference) cannot tell every fixed factor apart. A rotation of all three factors
+    still scores 1 with L = 64 (the metric's known leniency, Kim & Mnih 2018)."""
+    sizes = (3, 4, 8)
+    out = V.beta_vae_score(_enc_disentangled, sizes, n_train=300, n_test=200, seed=0)
+    assert out["score"] == 1.0 and out["train_accuracy"] == 1.0
+    again = V.beta_vae_score(_enc_disentangled, sizes, n_train=300, n_test=200, seed=0)
+    assert again == out
+
+    def mixed(fa):
+        g = (fa - np.array([1.0, 1.5, 3.5])) / np.array([0.8, 1.1, 2.3])
+        return np.c_[g.sum(1), g[:, 0] - g[:, 1]]
+    assert V.beta_vae_score(mixed, sizes, n_train=300, n_test=200, seed=0)["score"] < 0.8
+
+
+def test_beta_vae_score_on_rendered_sprites_with_pixel_codes():
+    """The callable route with refnet.sprites.render: codes = the image's centre of mass
+    and area read from the pixels (no learning), deterministic from the seed."""
+    def enc(fa):
+        img = render(fa, size=16).reshape(-1, 16, 16)
+        c = (np.arange(16) + 0.5) / 16
+        m = img.sum((1, 2))
+        return np.c_[(img.sum(1) @ c) / m, (img.sum(2) @ c) / m, m]
+    sizes = (3, 4, 8, 8, 8)
+    a = V.beta_vae_score(enc, sizes, n_train=200, n_test=100, seed=1)
+    assert a == V.beta_vae_score(enc, sizes, n_train=200, n_test=100, seed=1)
+    assert 0.0 <= a["score"] <= 1.0
+
+
+@pytest.mark.parametrize("call, exc, word", [
+    (lambda: V.beta_vae_score("f", (3, 4)), TypeError, "encode"),
+    (lambda: V.beta_vae_score(_enc_disentangled, (3,)), TypeError, "factor_sizes"),
+    (lambda: V.beta_vae_score(_enc_disentangled, (3, 0, 2)), ValueError, "factor_sizes"),
+    (lambda: V.beta_vae_score(_enc_disentangled, (3, 4, 8), batch_size=0), ValueError,
+     "batch_size"),
+    (lambda: V.beta_vae_score(lambda f: f[:1].astype(float), (3, 4, 8)), ValueError,
+     "encode"),
+    (lambda: V.beta_vae_score(_enc_disentangled, (3, 4, 8), seed=None), TypeError, "seed"),
+    (lambda: V.udr([np.zeros((5, 2))], [np.ones(2)]), TypeError, "codes"),
+    (lambda: V.udr([np.zeros((5, 2))] * 2, [np.ones(2)]), TypeError, "kl"),
+    (lambda: V.udr([np.zeros((5, 2)), np.zeros((4, 2))], [np.ones(2)] * 2), ValueError,
+     "codes"),
+    (lambda: V.udr([np.zeros((5, 2))] * 2, [np.ones(3)] * 2), ValueError, "kl"),
+    (lambda: V.udr([np.zeros((5, 2))] * 2, [np.ones(2)] * 2, correlation="pearson"),
+     ValueError, "correlation"),
+    (lambda: V.udr([np.zeros((5, 2))] * 2, [np.ones(2)] * 2, threshold=-1.0), ValueError,
+     "threshold"),
+    (lambda: V.alignment(np.zeros((5, 2)), np.ones((4, 1))), ValueError, "targets"),
+    (lambda: V.alignment(np.ones((5, 2)), np.arange(5.0)), ValueError, "codes"),
+    (lambda: V.alignment(np.eye(5)[:, :2], np.arange(5.0), alpha=-1.0), ValueError, "alpha"),
+    (lambda: V.alignment(np.eye(5)[:, :2], np.array(["a"] * 5)), TypeError, "targets"),
+    (lambda: V.mig(np.eye(5), np.zeros((5, 1), int), bins=1), ValueError, "bins"),
+])
+def test_new_metrics_bad_inputs(call, exc, word):
+    with pytest.raises(exc, match=word):
+        call()
+
+
+def test_encode_decode_latent_kl():
+    m, x, _ = _data()
+    mu, lv = V.encode(m, x)
+    assert mu.shape == lv.shape == (3, 2)
+    assert np.allclose(V.latent_kl(m, x).sum(), V.kl_standard_normal(mu, lv).mean())
+    p = V.decode(m, mu)
+    assert p.shape == (3, 5) and np.all((p > 0) & (p < 1))
+    with pytest.raises(TypeError, match="vae"):
+        V.encode("m", x)
+    with pytest.raises(ValueError, match="z"):
+        V.decode(m, x)
 
 
 # ---------------------------------------------------------------------------- training
