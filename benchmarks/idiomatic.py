@@ -1,4 +1,5 @@
-"""refnet against PyTorch written the way users write it: ``nn.Module`` + ``torch.autograd``.
+"""refnet against PyTorch and JAX written the way users write them: ``nn.Module`` +
+``torch.autograd``, and ``jax.jit`` on a pytree of per-layer parameters.
 
     python benchmarks/idiomatic.py [--threads 1 2] [--rounds 7] [--quick] [--md OUT.md]
 
@@ -8,6 +9,11 @@ Peers (float64, same inputs, same thread count):
 * exact HVP: double backward, ``autograd.grad(g · v, params)`` with ``create_graph=True``
 * per-example gradients: ``torch.func.functional_call`` + ``vmap(grad)``
 * input Jacobians: ``vmap(jacrev(model))``
+* JAX (when installed): a pure function of a list of per-layer parameter dicts (``{"W", "b"}``,
+  ``{"scale", "bias"}``, nested lists for residual blocks), ``jax.jit`` of ``value_and_grad``,
+  ``jvp(grad)`` for the HVP, ``vmap(grad)`` and ``vmap(jacrev)``; float64
+  (``jax_enable_x64``); one process per thread count, XLA limited with
+  ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` at 1 thread
 
 Networks: the medium MLP 784-200-200-200-200-10 (ReLU) and a residual network with LayerNorm
 (784 → 128, two pre-norm residual MLP blocks 128-256-128 with GELU(tanh), LayerNorm, → 10),
@@ -116,6 +122,71 @@ def quantities(torch, net, model, x, y):
     }
 
 
+def jax_params(net):
+    """The pytree of a refnet Network: one entry per layer (dict, or list for a residual)."""
+    def conv(layer):
+        if layer.kind == "linear":
+            return {"W": np.array(layer.weight), "b": np.array(layer.bias)}
+        if layer.kind == "layer_norm":
+            return {"scale": np.array(layer.weight), "bias": np.array(layer.bias)}
+        if layer.kind == "residual":
+            return [conv(b) for b in layer.block]
+        return {}
+    return [conv(a) for a in net.layers]
+
+
+def jax_forward(jnp, jax, net):
+    """f(params, x) for the pytree of :func:`jax_params`."""
+    def apply(layers, ps, h):
+        for layer, p in zip(layers, ps):
+            if layer.kind == "linear":
+                h = h @ p["W"].T + p["b"]
+            elif layer.kind == "layer_norm":
+                mu = h.mean(-1, keepdims=True)
+                var = ((h - mu) ** 2).mean(-1, keepdims=True)
+                h = (h - mu) / jnp.sqrt(var + layer.eps) * p["scale"] + p["bias"]
+            elif layer.kind == "residual":
+                h = h + apply(layer.block, p, h)
+            elif layer.activation.name == "relu":
+                h = jax.nn.relu(h)
+            else:
+                h = jax.nn.gelu(h, approximate=True)
+        return h
+    return lambda ps, x: apply(net.layers, ps, x)
+
+
+def jax_quantities(net, x, y, m, k):
+    """The JAX peers (jit-compiled, results blocked until ready), or {} without JAX."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return {}
+    jax.config.update("jax_enable_x64", True)
+    f = jax_forward(jnp, jax, net)
+    ps = jax.tree_util.tree_map(jnp.asarray, jax_params(net))
+    X, Y = jnp.asarray(x), jnp.asarray(y)
+    v = np.random.default_rng(1).standard_normal(net.n_params)
+    leaves, tdef = jax.tree_util.tree_flatten(ps)
+    sizes = np.cumsum([a.size for a in leaves])[:-1]
+    V = jax.tree_util.tree_unflatten(tdef, [jnp.asarray(c.reshape(a.shape)) for c, a in
+                                            zip(np.split(v, sizes), leaves)])
+
+    def loss(p, xx, yy):
+        return 0.5 * ((f(p, xx) - yy) ** 2).sum(-1).mean()
+    g = jax.jit(jax.value_and_grad(loss))
+    hvp = jax.jit(lambda p, t: jax.jvp(lambda q: jax.grad(loss)(q, X, Y), (p,), (t,))[1])
+    one = lambda p, xi, yi: 0.5 * ((f(p, xi[None])[0] - yi) ** 2).sum()  # noqa: E731
+    pe = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, 0, 0)))
+    jac = jax.jit(jax.vmap(jax.jacrev(lambda p, xi: f(p, xi[None])[0], argnums=1),
+                           in_axes=(None, 0)))
+    done = jax.block_until_ready
+    return {"loss and gradient": lambda: done(g(ps, X, Y)),
+            "exact HVP": lambda: done(hvp(ps, V)),
+            f"per-example gradients ({m})": lambda: done(pe(ps, X[:m], Y[:m])),
+            f"input Jacobian ({k})": lambda: done(jac(ps, X[:k]))}
+
+
 def interleaved(f_ref, f_peer, rounds):
     """Median times and the per-round ratio (refnet / peer) median, min, max."""
     f_ref(), f_peer()
@@ -155,8 +226,9 @@ def run(threads, rounds, batches, out):
     with threadpoolctl.threadpool_limits(threads):
         rate = gemm_rate()
         out.append(f"\n### {threads} thread(s): float64 GEMM 2000² at {rate:.1f} GFLOP/s\n")
-        out.append("| network | batch | quantity | refnet | torch | ratio (median, range) |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("| network | batch | quantity | refnet | torch | refnet/torch (median, range) "
+                   "| JAX jit | refnet/JAX (median, range) |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for name, net in build_nets().items():
             model = torch_model(torch, net)
             for n in batches:
@@ -164,16 +236,28 @@ def run(threads, rounds, batches, out):
                 x, y = rng.standard_normal((n, 784)), rng.standard_normal((n, 10))
                 assert np.allclose(net(x), model(torch.from_numpy(x)).detach().numpy(),
                                    rtol=1e-10, atol=1e-12)
+                jq = jax_quantities(net, x, y, min(64, n), min(16, n))
                 for q, (fr, fp) in quantities(torch, net, model, x, y).items():
                     a, b, med, lo, hi = interleaved(fr, fp, rounds)
+                    jcol = "| – | – |"
+                    if q in jq:
+                        _, c, jm, jlo, jhi = interleaved(fr, jq[q], rounds)
+                        jcol = f"| {c * 1e3:.2f} ms | {jm:.2f} ({jlo:.2f}–{jhi:.2f}) |"
                     extra = ""
                     if q == "loss and gradient" and name == "mlp":
                         w = [784, 200, 200, 200, 200, 10]
                         gf = 6 * n * sum(i * o for i, o in zip(w[:-1], w[1:])) / a / 1e9
                         extra = f" ({gf:.1f} GFLOP/s = {gf / rate:.0%} of GEMM)"
                     out.append(f"| {name} | {n} | {q}{extra} | {a * 1e3:.2f} ms | {b * 1e3:.2f} ms "
-                               f"| {med:.2f} ({lo:.2f}–{hi:.2f}) |")
+                               f"| {med:.2f} ({lo:.2f}–{hi:.2f}) {jcol}")
                     print(out[-1], flush=True)
+
+
+def _thread_env(t):
+    env = dict(os.environ)
+    if t == 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return env
 
 
 def main(argv=None):
@@ -185,9 +269,19 @@ def main(argv=None):
     a = p.parse_args(argv)
     batches = [128] if a.quick else [128, 1024]
     rounds = 3 if a.quick else a.rounds
-    out = ["## refnet vs idiomatic PyTorch (nn.Module + autograd), float64"]
-    for t in a.threads:
-        run(t, rounds, batches, out)
+    out = ["## refnet vs idiomatic PyTorch (nn.Module + autograd) and JAX (jit on pytrees), "
+           "float64"]
+    if len(a.threads) > 1:          # XLA's threads are fixed at import: one process each
+        import subprocess
+        import tempfile
+        for t in a.threads:
+            with tempfile.NamedTemporaryFile("r", suffix=".md") as tmp:
+                subprocess.run([sys.executable, __file__, "--threads", str(t), "--rounds",
+                                str(a.rounds), "--md", tmp.name] + (["--quick"] if a.quick else []),
+                               check=True, env=_thread_env(t))
+                out += tmp.read().splitlines()[1:]
+    else:
+        run(a.threads[0], rounds, batches, out)
     if a.md:
         with open(a.md, "w") as f:
             f.write("\n".join(out) + "\n")

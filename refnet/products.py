@@ -32,7 +32,6 @@ is ``E log|sigma z| = log sigma + (psi(1/2) + log 2)/2 = log sigma - (gamma + lo
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ import numpy as np
 from scipy.linalg import lapack
 from scipy.special import polygamma, psi
 
+from ._threads import one_blas_thread
 from ._validate import as_float_array, as_rng, check_positive_float, check_positive_int
 from .activations import get_activation
 
@@ -314,7 +314,7 @@ def lyapunov_spectrum(sample, steps, k=None, burn_in=None, seed=0, n_batches=Non
     dgeqrf, dormqr = lapack.dgeqrf, lapack.dormqr
     filled, first_t = 0, 1
     qr = tau = None  # reflectors of the previous step (set at t = 1)
-    with _single_thread_blas():
+    with one_blas_thread():
         m = a @ q
         for t in range(1, total + 1):
             if t > 1:
@@ -352,20 +352,6 @@ def _flush(diag: np.ndarray, first_t: int, burn_in: int, acc: _Accumulator):
                          f"non-finite at step {t} (a non-finite or overflowing factor)")
     skip = max(0, burn_in - first_t + 1)
     acc.add_block(logd[skip:])
-
-
-def _single_thread_blas():
-    """Limit BLAS to one thread while looping over small matrices.
-
-    Each step multiplies and factors small matrices; multi-threaded BLAS only adds
-    synchronisation there, and on a loaded machine it slows the loop down ~20x.
-    Uses ``threadpoolctl`` if installed; otherwise does nothing.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _frozen_int(a):
@@ -552,7 +538,7 @@ def network_lyapunov_spectrum(width, depth, activation, sigma_w, sigma_b, seed=0
     buf, gbuf = np.empty((chunk, k)), np.empty((chunk, 1))
     filled, first_t = 0, 1
     f, df, norm, isfinite = act.f, act.df, np.linalg.norm, math.isfinite
-    with _single_thread_blas():
+    with one_blas_thread():
         for t in range(1, total + 1):
             w = sw * rng.standard_normal((width, width))
             b = sigma_b * rng.standard_normal(width) if sigma_b > 0 else 0.0
