@@ -4,7 +4,7 @@ smallest error they catch.
     python examples/oracle_calibration.py [--quick] [--out DIR]
 
 For each quantity (grad, hvp, sharpness), precision (float32; float16 where meaningful) and
-bound model (worst-case, probabilistic), over a fixed set of nets (5-16-16-3 with tanh, relu
+bound model (worst-case, probabilistic, estimated), over a fixed set of nets (5-16-16-3 with tanh, relu
 and gelu, batch 32, mse and cross-entropy, several seeds):
 
 * correct results computed by torch in that precision (``torch.func`` on the same MLP;
@@ -114,7 +114,7 @@ def main(argv=None):
     for name, case in nets(a.quick):
         v = np.random.default_rng(7).standard_normal(case.net.n_params)
         for q in quantities:
-            for bound in ("worst-case", "probabilistic"):
+            for bound in ("worst-case", "probabilistic", "estimated"):
                 r = calibrate(case, q, "float32", bound, v)
                 rows.append(dict(net=name, quantity=q, precision="float32", bound=bound, **r))
     summary = summarise(rows)

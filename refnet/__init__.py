@@ -28,7 +28,8 @@ from .curvature_extra import (batch_l2_grad, empirical_fisher, fisher, ggn_diago
 from .eigenpairs import compare_eigenpairs
 from .local_rank import jacobian_singular_values, local_rank
 from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, randomized,
-               spectral, testing, univariate)
+               spectral, testing, univariate, working_precision)
+from . import disentanglement, gp, neural_processes, sprites, vae
 
 __version__ = "0.1.0"
 
@@ -56,4 +57,8 @@ __all__ = [
     "oracle", "testing", "fixtures",
     # spectral bias and randomized backprop
     "spectral", "randomized",
+    # beta-VAE and disentanglement; (attentive) neural processes on GP tasks
+    "vae", "disentanglement", "sprites", "neural_processes", "gp",
+    # the oracle's working-precision samples (bound="estimated")
+    "working_precision",
 ]

@@ -6,8 +6,11 @@
     Exit 0 iff every claim holds.
 
 ``refnet compute QUANTITY --model M.npz --inputs X.npy [--targets Y.npy] [--loss mse]
-[--vector V.npy] [--layer L] [--k K] [--rank-atol A] [--rank-rtol R] [--out F.npy|F.npz]
-[--json]``
+[--vector V.npy] [--layer L] [--k K] [--rank-atol A] [--rank-rtol R] [--which W] [--kind K]
+[--x2 X2.npy] [--sigma-w SW] [--sigma-b SB] [--out F.npy|F.npz] [--json]``
+    The option flags are generated from the registry (:data:`refnet.oracle.OPTIONS`): int and
+    float options take a number, choice options one of their names, array options (``--x2``)
+    a ``.npy`` file read with ``allow_pickle=False``.
     Compute refnet's float64 reference value of QUANTITY (``refnet quantities`` lists them)
     for the network in the weights file M (:mod:`refnet.io` format) on the inputs X.
     Prints a summary (or, with ``--json``, the value and metadata: shapes, loss convention,
@@ -276,7 +279,7 @@ def _call_reference(q, spec, net, x, y, loss, v, args, progress):
             if name not in spec.options:
                 raise UserError(f"{opt.flag}: not used by quantity {q!r} (it takes "
                                 f"{[OPTIONS[o].flag for o in spec.options] or 'none'})")
-            opts[name] = val
+            opts[name] = load_array(val, opt.flag) if opt.type.__name__ == "ndarray" else val
     try:
         return reference(q, net, x, y=y, loss=loss, v=v, progress=progress, **opts)
     except (TypeError, ValueError) as e:
@@ -441,9 +444,17 @@ def _add_problem_args(p):
                    help="mse: L = (1/n) sum 1/2 |f - y|^2 (default); cross_entropy: mean")
     p.add_argument("--vector", metavar="V.npy", help="direction (P,) for hvp")
     from .oracle import OPTIONS
+    import numpy as np
     for opt in OPTIONS.values():          # generated from the quantity registry's options
-        p.add_argument(opt.flag, dest=opt.name, type=opt.type, metavar=opt.metavar,
-                       help=opt.help)
+        if opt.type is np.ndarray:        # a path, read by load_array(allow_pickle=False)
+            p.add_argument(opt.flag, dest=opt.name, metavar=opt.metavar,
+                           help=opt.help + " (.npy)")
+        elif opt.choices is not None:
+            p.add_argument(opt.flag, dest=opt.name, choices=list(opt.choices),
+                           help=opt.help)
+        else:
+            p.add_argument(opt.flag, dest=opt.name, type=opt.type, metavar=opt.metavar,
+                           help=opt.help)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -441,7 +441,7 @@ def block_errors(quantity, reference, theirs, net, allowed=None) -> list:
     r, t, dtype = _arrays(q, reference, theirs)
     tol = _tolerance(r, dtype, allowed)
     bad = _bad(r, t, tol)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         err = np.abs(t - r)
         rel = np.where(r != 0, err / np.abs(r), np.nan)
     rows = []

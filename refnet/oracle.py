@@ -28,6 +28,31 @@ local-rank          (L,) or ()              mean_i rank ∂z_l/∂x(x_i), all la
 lyapunov            (n, m)                  (1/l) log σ_j(∂z_l/∂x(x_i)), m = min(n_l, d_in)
 ==================  ======================  ===========================================
 
+``eigenvalues`` takes ``which`` (largest, smallest, largest-magnitude: the k eigenvalues of
+that end, returned descending); ``ntk`` takes ``x2`` (a second input set: shape (n, n2, d, d)).
+The curvature libraries' quantities (issue 15; conventions in that section below):
+
+============================  =====================  ====================================
+name                          shape                  value
+============================  =====================  ====================================
+gauss-newton                  (P, P)                 G = (1/n) Σ_i J_iᵀ ∇²_f ℓ_i J_i
+ggn-vector-product            (P,)                   G v
+hessian-diagonal              (P,)                   diag ∇²_θ L
+ggn-diagonal                  (P,)                   diag G
+per-example-hessian-diagonal  (n, P)                 row i = diag ∇²_θ ℓ_i (no 1/n)
+per-example-ggn-diagonal      (n, P)                 row i = diag J_iᵀ ∇²_f ℓ_i J_i
+empirical-fisher              (P, P)                 (1/n) Σ_i g_i g_iᵀ, g_i = ∇_θ ℓ_i
+fisher                        (P, P)                 (1/n) Σ_i E_{y~p(y|f_i)} ∇log p ∇log pᵀ
+hessian-blocks                (Σ_t p_t²,)            the per-tensor blocks of ∇²_θ L, flat
+grad-second-moment            (P,)                   Σ_i (g_i/n)² (BackPACK SumGradSquared)
+grad-variance                 (P,)                   BackPACK Variance of the g_i/n
+batch-l2-grad                 (n, T)                 ‖g_i[tensor t]/n‖² (BackPACK BatchL2Grad)
+kfac-factors                  (Σ_l a_l² + o_l²,)     A_l, G_l of every Linear layer, flat
+trace                         ()                     tr ∇²_θ L (exact)
+nngp-kernel                   (n, n2)                infinite-width NNGP kernel Σ^L(x, x2)
+ntk-kernel                    (n, n2)                infinite-width NTK Θ^L(x, x2)
+============================  =====================  ====================================
+
 ``lyapunov`` is the finite-depth Lyapunov spectrum of the product of the layer Jacobians
 J_l = W_l D_{l−1} W_{l−1} ⋯ D_1 W_1 along each input (``layer`` = l, default L; ``k`` keeps the
 k largest): the per-layer exponential growth rates of the singular values, whose depth → ∞
@@ -87,17 +112,30 @@ ReLU-type kinks: a pre-activation within its rounding bound of 0 may take either
 (0 or 1), an O(1) difference no rounding bound covers. Such units are counted in
 :attr:`Reference.notes`; random data essentially never hits one.
 
-Bound models (``bound=``, CLI ``--bound``): ``"worst-case"`` (the default) is the above, with
+Bound models (``bound=``, CLI ``--bound``): ``"worst-case"`` is the above, with
 γ_K(u) = K u/(1 − K u). ``"probabilistic"`` replaces every γ_K(u) by min(γ_K(u), γ̃_K(λ, u)),
 γ̃_K(λ, u) = exp(λ √K u + K u²/(1 − u)) − 1 (Higham & Mary 2019, SIAM J. Sci. Comput. 41(5),
 Thm 2.4: independent mean-zero rounding errors), with λ = :func:`refnet.rounding.lambda_for`
 (p, u, N), N the number of entries and p = ``failure_probability`` (default 10⁻⁶): by the union
 bound every entry's bound holds with probability ≥ 1 − p. It stays ∞ once K u ≥ 1 (the
 first-order analysis is not trusted there), so it never turns an UNDETERMINED into a verdict.
-It is tighter than the worst case once K > λ² (λ ≈ 6: widths above ~40, and second-order
-quantities, whose K₂ grows with the batch). It is not the default: correct float32 results
-stay MATCH under it in refnet's tests, but a synthetic 1e-13 relative perturbation of a float64
-HVP no longer passes at float64 (refnet.diagnosis' no-false-alarm test).
+It is tighter than the worst case only once K > λ² (λ ≈ 6), so at the sizes people verify
+(K ≈ 50) it barely helps: both bounds sum |terms| where the real errors partly cancel, and
+they allow 10³–10⁴ × the error of correct float32 torch results.
+
+``"estimated"`` (the default) is Monte Carlo arithmetic (Parker et al. 2000): the quantity is
+recomputed R = :data:`ESTIMATE_SAMPLES` = 16 times in the user's precision by a second
+implementation (:mod:`refnet.working_precision`: random rounding of every input and stored
+array, random summation orders, random activation evaluation errors within the analysis'
+magnitudes), and allowed = min(worst-case, c · max_r |sample_r − ref|) entrywise, with c
+= :func:`refnet.rounding.estimate_factor` (p, R, N) so that under a Gaussian model of the
+errors a correct result exceeds it in any entry with probability ≤ p; eigenvalues add the
+eigensolver's backward error γ̃_P(λ, u)‖H‖₂ (:meth:`Reference._solver_term`). Where the
+worst-case bound is ∞ the entry stays UNDETERMINED. It exists for MLPs and loss, grads,
+hvp, hessian, sharpness and eigenvalues; elsewhere ``"estimated"`` means ``"probabilistic"``
+and the report says so. Its calibration (``examples/oracle_calibration.py``: torch float32
+results on 18 nets) is in the README: allowed/actual ≈ 30–40 (median), every correct result
+MATCH, a 1e-5 relative error in the largest entry caught.
 
 Explicit tolerances replace the derived ones: ``allowed = atol + rtol·|reference|``.
 
@@ -169,6 +207,8 @@ from typing import Callable
 import numpy as np
 
 from . import engine
+from ._threads import one_blas_thread
+from .rounding import evaluation_magnitudes as _eval_magnitudes
 from ._validate import as_float_array, check_positive_float, check_positive_int
 from .fd import gamma
 from .activations import get_activation
@@ -180,6 +220,7 @@ from .mlp import MLP, _forward
 __all__ = ["QUANTITIES", "Quantity", "quantity", "register_quantity", "unregister_quantity",
            "OPTIONS", "Option", "register_option", "Problem", "ToleranceUnavailable",
            "quantity_table", "gamma_model", "DEFAULT_BOUND", "DEFAULT_FAILURE_PROBABILITY",
+           "ESTIMATE_SAMPLES",
            "Reference", "Report", "reference", "compare_arrays",
            "compare", "unit_roundoff", "gamma", "canonical_quantity", "DENSE_LIMIT",
            "PARAM_LAYOUT", "MATCH", "MISMATCH", "UNDETERMINED", "VERDICTS"]
@@ -218,13 +259,28 @@ class ToleranceUnavailable(Exception):
 @dataclass(frozen=True)
 class Option:
     """An optional argument of some quantities (``layer``, ``k``, ...): its Python keyword
-    ``name``, the value ``type`` (int or float), a CLI ``metavar`` and ``help``; the CLI flag
-    is ``--`` + name with ``_`` → ``-``."""
+    ``name``, the value ``type`` (int, float, str with ``choices``, or ``np.ndarray`` for an
+    array: a ``.npy`` file on the command line, read with ``allow_pickle=False``), a CLI
+    ``metavar`` and ``help``; the CLI flag is ``--`` + name with ``_`` → ``-``."""
 
     name: str
     type: type
     metavar: str
     help: str
+    choices: tuple = None
+
+    def check(self, val):
+        """``val`` validated: a choice (case, ``_``/``-`` ignored) or a float64 array; ints
+        and floats are passed through (the quantity checks their range)."""
+        if self.type is np.ndarray:
+            return as_float_array(val, self.name)
+        if self.choices is not None:
+            key = _key(val) if isinstance(val, str) else None
+            if key not in self.choices:
+                raise ValueError(f"{self.name}: expected one of {list(self.choices)}; "
+                                 f"received {val!r}")
+            return key
+        return val
 
     @property
     def flag(self) -> str:
@@ -235,13 +291,26 @@ class Option:
 OPTIONS: dict[str, Option] = {}
 
 
-def register_option(name, type_, metavar, help_) -> Option:
-    """Declare an option usable by quantities (``register_option("k", int, "K", "...")``)."""
+def register_option(name, type_, metavar, help_, *, choices=None) -> Option:
+    """Declare an option usable by quantities (``register_option("k", int, "K", "...")``).
+
+    ``type_``: int, float, str (then ``choices``, a sequence of lower-case names with ``-``,
+    is required) or ``np.ndarray`` (an array option: a ``.npy`` path in the CLI)."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name: expected a Python identifier; received {name!r}")
-    if type_ not in (int, float):
-        raise TypeError(f"type_: expected int or float; received {type_!r}")
-    OPTIONS[name] = Option(name, type_, str(metavar), str(help_))
+    if type_ not in (int, float, str, np.ndarray):
+        raise TypeError(f"type_: expected int, float, str (with choices) or np.ndarray; "
+                        f"received {type_!r}")
+    if (type_ is str) != (choices is not None):
+        raise TypeError(f"type_: choices go with a str option (and a str option needs "
+                        f"them); received type_={type_!r}, choices={choices!r}")
+    if choices is not None:
+        choices = tuple(choices)
+        if not choices or any(not isinstance(c, str) or c.strip().lower().replace("_", "-")
+                              != c for c in choices):
+            raise ValueError(f"choices: expected lower-case names with '-'; received "
+                             f"{choices!r}")
+    OPTIONS[name] = Option(name, type_, str(metavar), str(help_), choices)
     return OPTIONS[name]
 
 
@@ -250,6 +319,16 @@ register_option("k", int, "K", "eigenvalues / exponents to keep")
 register_option("rank_atol", float, "A",
                 "local-rank threshold: sigma > A (the paper's code uses 0.01)")
 register_option("rank_rtol", float, "R", "local-rank threshold: sigma > R * sigma_max")
+# the curvature libraries' quantities (issue 15; declared in the section of that name below)
+register_option("which", str, "W", "eigenvalues: which end of the spectrum (default largest)",
+                choices=("largest", "smallest", "largest-magnitude"))
+register_option("kind", str, "KIND", "kfac-factors: G from the data labels (empirical) or "
+                "the model's predictive distribution (type-2, default)",
+                choices=("type-2", "empirical"))
+register_option("x2", np.ndarray, "X2.npy", "ntk, nngp-kernel, ntk-kernel: a second input "
+                "set (n2, d_in) (default: the inputs)")
+register_option("sigma_w", float, "SW", "nngp-kernel, ntk-kernel: weight std (default 1)")
+register_option("sigma_b", float, "SB", "nngp-kernel, ntk-kernel: bias std (default 0)")
 
 
 @dataclass(frozen=True)
@@ -372,7 +451,9 @@ def quantity_table() -> str:
 #: default failure probability of the probabilistic bound (union bound over the entries)
 DEFAULT_FAILURE_PROBABILITY = 1e-6
 #: default tolerance model (see :func:`gamma_model`)
-DEFAULT_BOUND = "worst-case"
+DEFAULT_BOUND = "estimated"
+#: number R of Monte Carlo arithmetic samples of ``bound="estimated"``
+ESTIMATE_SAMPLES = 16
 
 
 def gamma_model(bound="worst-case", failure_probability=DEFAULT_FAILURE_PROBABILITY,
@@ -402,38 +483,6 @@ def gamma_model(bound="worst-case", failure_probability=DEFAULT_FAILURE_PROBABIL
 
 
 # ============================================================================ running error bounds
-def _eval_magnitudes(name: str, z: np.ndarray):
-    """Magnitudes (M_φ, M_φ', M_φ'') bounding the rounding error of evaluating φ, φ', φ'' by
-    their usual formulas: error ≤ γ·M. Each is the sum of the absolute values of the terms
-    of the formula (Higham §3.1), so cancellation is covered: e.g. GELU'(z) =
-    ½(1 + erf(z/√2)) + z·ϕ(z) loses all relative accuracy in float32 for z < −4 because
-    1 + erf cancels, and M_φ' = ½(1 + |erf|) + |z|ϕ ≈ 1 says so. Unknown activations get
-    1 + |value| (absolute and relative error)."""
-    act = get_activation(name)
-    if name in ("relu", "leaky_relu"):
-        return np.abs(act.f(z)), np.abs(act.df(z)), np.zeros_like(z)
-    if name == "identity":
-        return np.abs(z), np.ones_like(z), np.zeros_like(z)
-    if name == "tanh":
-        t = np.tanh(z)
-        return np.abs(t), 1 + t * t, 2 * np.abs(t) * (1 + t * t)
-    if name in ("sigmoid", "softplus"):
-        from scipy.special import expit
-        sg = expit(z)
-        m1, m2 = sg * (1 + sg), sg * (1 + sg) * (1 + 2 * sg)
-        if name == "sigmoid":
-            return sg, m1, m2
-        return np.abs(act.f(z)) + sg, sg, m1
-    if name == "gelu":
-        from scipy.special import erf
-        e = np.abs(erf(z / np.sqrt(2.0)))
-        pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
-        return np.abs(z) * 0.5 * (1 + e), 0.5 * (1 + e) + np.abs(z) * pdf, pdf * (2 + z * z)
-    if name == "sin":
-        return np.abs(np.sin(z)), np.abs(np.cos(z)), np.abs(np.sin(z))
-    return (1 + np.abs(act.f(z)), 1 + np.abs(act.df(z)), 1 + np.abs(act.d2f(z)))
-
-
 @dataclass
 class _Fwd:
     """Forward pass with running-error magnitudes (see module docstring)."""
@@ -593,20 +642,81 @@ class Reference:
     tolerance_unavailable: str = None
     #: the network, inputs and loss name the value was computed for (for the diagnosis)
     problem: tuple = field(repr=False, default=None)
+    #: ``(dtype name, seed) -> sample`` of :func:`refnet.working_precision.sample`, or None
+    _sampler: Callable = field(repr=False, default=None)
+    #: the samples by dtype name and the derived bounds by (u, bound, p), computed once
+    _cache: dict = field(repr=False, default_factory=dict)
 
     def allowed(self, precision="float64", bound=DEFAULT_BOUND,
                 failure_probability=DEFAULT_FAILURE_PROBABILITY) -> np.ndarray:
         """Entrywise bound on |theirs − reference| for a correct result computed in
         ``precision`` (derived, see the module docstring); same shape as ``value``. ``bound``:
-        ``"worst-case"`` (γ_K) or ``"probabilistic"`` (γ̃_K(λ), :func:`gamma_model`); inf
-        everywhere when :attr:`tolerance_unavailable`."""
+        ``"worst-case"`` (γ_K), ``"probabilistic"`` (γ̃_K(λ), :func:`gamma_model`) or
+        ``"estimated"`` (:meth:`estimated`; ``"probabilistic"`` where no estimate exists);
+        inf everywhere when :attr:`tolerance_unavailable`."""
         u = unit_roundoff(precision)
-        gam, _ = gamma_model(bound, failure_probability, self.value.size)
         if self._allowed is None:
             return np.full(self.value.shape, np.inf)
-        with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN: UNDETERMINED entries
-            a = np.asarray(self._allowed(u, gam), dtype=np.float64)
-        return np.broadcast_to(a, self.value.shape).copy()
+        if bound == "estimated":
+            if self._sampler is None:
+                return self.allowed(precision, "probabilistic", failure_probability)
+            return self.estimated(precision, failure_probability)
+        key = (u, bound, failure_probability)
+        if key not in self._cache:      # a Hessian's bound costs 2P HVPs: computed once
+            gam, _ = gamma_model(bound, failure_probability, self.value.size)
+            with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN: UNDETERMINED
+                a = np.asarray(self._allowed(u, gam), dtype=np.float64)
+            self._cache[key] = np.broadcast_to(a, self.value.shape).copy()
+        return self._cache[key].copy()
+
+    def _solver_term(self, u, failure_probability) -> float:
+        """Eigenvalues: the samples share refnet's eigensolver, whose rounding differs from
+        the user's LAPACK (torch's float32 ``eigvalsh`` is off by ~4 ulps where NumPy's is
+        within 1), so the solver's backward error is added from the analysis instead: |δλ|
+        ≤ ‖ΔH‖₂ ≤ γ̃_P(λ, u)‖H‖₂ (Householder tridiagonalisation, Higham 2002 §19.3, with
+        Higham & Mary's probabilistic γ̃); 0 for other quantities."""
+        if self.quantity not in ("sharpness", "eigenvalues"):
+            return 0.0
+        from .rounding import gamma_probabilistic, lambda_for
+        P = int(self.meta["n_params"])
+        lam = lambda_for(failure_probability, u, self.value.size)
+        normH = float(self.meta.get("hessian_norm", np.max(np.abs(self.value))))
+        return gamma_probabilistic(P, u, lam) * normH
+
+    @property
+    def has_estimate(self) -> bool:
+        """Whether ``bound="estimated"`` has Monte Carlo arithmetic samples here (MLPs, the
+        quantities of :data:`refnet.working_precision.QUANTITIES`)."""
+        return self._sampler is not None and self._allowed is not None
+
+    def estimated(self, precision="float32",
+                  failure_probability=DEFAULT_FAILURE_PROBABILITY) -> np.ndarray:
+        """The ``"estimated"`` tolerance: min(worst-case bound, c · max(max_r |s_r − ref|,
+        u |ref|)), with s_1..s_R (R = :data:`ESTIMATE_SAMPLES`) this quantity recomputed in
+        ``precision`` by :func:`refnet.working_precision.sample` with R different summation
+        orders, u |ref| the final rounding no implementation avoids, and c =
+        :func:`refnet.rounding.estimate_factor` (p, R, N): under a Gaussian model of the
+        rounding error, a correct result's error exceeds it in any of the N entries with
+        probability ≤ p. Where a sample or the worst-case bound is not finite the worst-case bound
+        is kept (so an UNDETERMINED entry stays one)."""
+        from .rounding import estimate_factor
+
+        key = str(np.dtype(precision))
+        if key not in self._cache:
+            with one_blas_thread(self.value.size <= DENSE_LIMIT ** 2):
+                self._cache[key] = np.stack([self._sampler(key, r)
+                                             for r in range(ESTIMATE_SAMPLES)])
+        u = unit_roundoff(precision)
+        c = estimate_factor(failure_probability, ESTIMATE_SAMPLES, self.value.size)
+        worst = self.allowed(precision, "worst-case")
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = np.max(np.abs(self._cache[key] - self.value), axis=0)
+            est = c * np.maximum(spread, u * np.abs(self.value)) + self._solver_term(
+                u, failure_probability)
+        # the estimate only tightens a finite bound: where γ_K is ∞ (K u ≥ 1) the entry stays
+        # UNDETERMINED (NumPy's float16 products need not round like the user's)
+        ok = np.isfinite(est) & np.isfinite(worst)
+        return np.where(ok, np.minimum(worst, np.where(ok, est, 0.0)), worst)
 
     def notes(self, precision="float64") -> list:
         """Caveats for a comparison at ``precision`` (kinks within rounding, ambiguous ranks)."""
@@ -622,21 +732,6 @@ def _frozen(a) -> np.ndarray:
 def _gsum(K, u, gam=gamma):
     """γ_K(u) + γ_K(u_64) in the model ``gam``: both sides' rounding."""
     return gam(K, u) + gam(K, U64)
-
-
-def _blas_threads(small: bool):
-    """One BLAS thread for small problems: their matrices gain nothing from threads, and on a
-    loaded machine multi-threaded OpenBLAS slows small factorisations down 100x. Uses
-    ``threadpoolctl`` when installed; otherwise does nothing."""
-    import contextlib
-
-    if not small:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 _NOT_ABS_SAFE = ("LayerNorm", "MultiheadAttention")
@@ -764,7 +859,7 @@ def reference(quantity, net, x, y=None, loss="mse", v=None, layer=None, k=None,
     opts = dict(options, layer=layer, k=k, rank_atol=rank_atol, rank_rtol=rank_rtol)
     # overflow (inputs of size 1e160 squared in the loss) gives inf/NaN entries: reported by
     # a note here and as UNDETERMINED by compare, not as numpy warnings from inside refnet
-    with _blas_threads(small), np.errstate(over="ignore", invalid="ignore"):
+    with one_blas_thread(small), np.errstate(over="ignore", invalid="ignore"):
         return _reference(quantity, net, x, y, loss, v, opts, progress)
 
 
@@ -798,7 +893,7 @@ def _problem(q, net, x, y, loss, v, opts, say) -> Problem:
         v = as_float_array(v, "v", shape=(net.n_params,))
     elif v is not None:
         raise ValueError(f"v: not used by quantity {q!r}; received an array")
-    given = {o: val for o, val in opts.items() if val is not None}
+    given = {o: OPTIONS[o].check(val) for o, val in opts.items() if val is not None}
     return Problem(q, net, x, y, lo, v, given, say)
 
 
@@ -828,7 +923,28 @@ def _reference(quantity, net, x, y, loss, v, opts, progress):
     meta["seconds"] = round(time.perf_counter() - t0, 4)
     say(f"{q} done in {time.perf_counter() - t0:.1f} s")
     return Reference(q, value, meta, allowed, notes_fn, unavailable,
-                     (p.net, p.x, p.loss.name if p.loss is not None else None))
+                     (p.net, p.x, p.loss.name if p.loss is not None else None),
+                     _sampler_for(p))
+
+
+def _sampler_for(p: Problem):
+    """The Monte Carlo arithmetic sampler of ``bound="estimated"`` for this problem, or None
+    (networks other than MLPs, quantities :mod:`refnet.working_precision` does not compute,
+    dense spectra above :data:`DENSE_LIMIT` parameters)."""
+    from . import working_precision as wp
+
+    mlp = _mlp_of(p.net)
+    dense = p.quantity in ("hessian", "sharpness", "eigenvalues")
+    if (mlp is None or p.quantity not in wp.QUANTITIES
+            or (dense and p.net.n_params > DENSE_LIMIT)
+            or p.option("which", "largest") != "largest"):   # samples: the top of the spectrum
+        return None
+    k = p.option("k", 1)
+
+    def sampler(dtype, seed):
+        return wp.sample(p.quantity, mlp, p.x, p.y, p.loss.name, p.v, dtype=dtype, k=k,
+                         seed=seed)
+    return sampler
 
 
 def _with_nonfinite_note(value, notes_fn):
@@ -879,26 +995,32 @@ def _mag_context(ctx, net, fw, lo, y, E_deltas, s=_S):
                           hout=_loss_hessian_apply(lo, ctx.output, y, absolute=True))
 
 
-def _r_bound(p: Problem, V):
+def _r_bound(p: Problem, V, gauss_newton=False):
     """R₀ = R(|·|)|V| and R₁ = R(|·| + sE)|V| (the R-operator on absolute values, and with
     every cached quantity inflated by its running bound), and allowed(u, gam) =
-    (γ_{K₂}(u) + γ_{K₂}(u₆₄)) R₀ + (γ_K(u) + γ_K(u₆₄)) (R₁ − R₀)/s."""
+    (γ_{K₂}(u) + γ_{K₂}(u₆₄)) R₀ + (γ_K(u) + γ_K(u₆₄)) (R₁ − R₀)/s. ``gauss_newton``: the
+    same for the GGN's R-pass (the residual terms dropped, :func:`refnet.rop.apply`)."""
+    K2, K, R0, D1 = _r_parts(p, V, gauss_newton)
+
+    def bound(u, gam):
+        return _gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1
+    return bound
+
+
+def _r_parts(p: Problem, V, gauss_newton=False):
+    """(K₂, K, R₀, D₁) of :func:`_r_bound`."""
     from .rop import _abs_context, _context, _rounding_count, apply
 
     if _mlp_of(p.net) is None:
-        return _generic_r_bound(p, V)
+        return _generic_r_parts(p, V, gauss_newton)
     net, fw, n = p.mlp, p.fw, p.x.shape[0]
     K, K2 = _K(net), _rounding_count(net, n)
     ctx = _context(net, p.x, p.y, p.loss)
     d, Ed = _output_delta(p.loss, fw.tr.output, p.y, fw.Ez[-1], n)
     _, E_deltas = _backward_mag(net, fw, d, Ed)
-    R0 = apply(_abs_context(ctx), V)
-    R1 = apply(_mag_context(ctx, net, fw, p.loss, p.y, E_deltas), V)
-    D1 = np.maximum(R1 - R0, 0.0) / _S
-
-    def bound(u, gam):
-        return _gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1
-    return bound
+    R0 = apply(_abs_context(ctx), V, gauss_newton)
+    R1 = apply(_mag_context(ctx, net, fw, p.loss, p.y, E_deltas), V, gauss_newton)
+    return K2, K, R0, np.maximum(R1 - R0, 0.0) / _S
 
 
 def _generic_K2(N, n: int) -> int:
@@ -947,8 +1069,8 @@ def _generic_mag_context(p: Problem, ctx, abs_ctx, s=_S):
                    scaches=tuple(sc))
 
 
-def _generic_r_bound(p: Problem, V):
-    """:func:`_r_bound` for a network other than an MLP (Linear, activation, pooling layers)."""
+def _generic_r_parts(p: Problem, V, gauss_newton=False):
+    """:func:`_r_parts` for a network other than an MLP (Linear, activation, pooling layers)."""
     from .rop import _abs_context, _context, apply
 
     ctx = _context(p.net, p.x, p.y, p.loss)
@@ -958,13 +1080,9 @@ def _generic_r_bound(p: Problem, V):
         raise ToleranceUnavailable(f"the derived tolerance is not available for this "
                                    f"network ({e}); pass explicit atol/rtol (--atol/--rtol)")
     K, K2 = _generic(p).K, _generic_K2(abs_ctx.network, p.x.shape[0])
-    R0 = apply(abs_ctx, V)
-    R1 = apply(_generic_mag_context(p, ctx, abs_ctx), V)
-    D1 = np.maximum(R1 - R0, 0.0) / _S
-
-    def bound(u, gam):
-        return _gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1
-    return bound
+    R0 = apply(abs_ctx, V, gauss_newton)
+    R1 = apply(_generic_mag_context(p, ctx, abs_ctx), V, gauss_newton)
+    return K2, K, R0, np.maximum(R1 - R0, 0.0) / _S
 
 
 def _tol_second_order(p: Problem):
@@ -977,8 +1095,9 @@ def _tol_second_order(p: Problem):
     return _r_bound(p, np.eye(p.net.n_params)), _kink_notes(p)
 
 
-def _spectrum(p: Problem, kk: int) -> np.ndarray:
-    """The kk largest Hessian eigenvalues: dense ``eigvalsh`` of :func:`refnet.hessian` for
+def _spectrum(p: Problem, kk: int, which: str = "largest") -> np.ndarray:
+    """The kk largest (``which``: or smallest, or largest in magnitude) Hessian eigenvalues,
+    in descending order: dense ``eigvalsh`` of :func:`refnet.hessian` for
     P ≤ :data:`DENSE_LIMIT`, else :func:`refnet.hessian_eigenvalues` (Lanczos, certified
     residuals); the residuals and ‖H‖ go to ``p.cache`` for the tolerance."""
     from .curvature import hessian, hessian_eigenvalues
@@ -994,11 +1113,12 @@ def _spectrum(p: Problem, kk: int) -> np.ndarray:
         p.meta.update(eigen_method="dense (numpy.linalg.eigvalsh of the exact Hessian)",
                       hessian_norm=normH)
         p.cache.update(resid=np.zeros(kk), normH=normH, dense=True)
-        return lam[:kk]
-    p.say(f"Lanczos for the top {kk} Hessian eigenvalue(s) (P={P})")
-    r = hessian_eigenvalues(p.net, p.x, p.y, k=kk, loss=p.loss, which="largest",
+        return _select_descending(lam, which, kk)
+    p.say(f"Lanczos for the {which} {kk} Hessian eigenvalue(s) (P={P})")
+    r = hessian_eigenvalues(p.net, p.x, p.y, k=kk, loss=p.loss, which=which.replace("-", "_"),
                             method="lanczos", tol=1e-12, seed=0)
-    lam, resid = np.asarray(r.eigenvalues), np.asarray(r.residuals)
+    order = np.argsort(-np.asarray(r.eigenvalues), kind="stable")
+    lam, resid = np.asarray(r.eigenvalues)[order], np.asarray(r.residuals)[order]
     normH = float(np.max(np.abs(lam)))
     p.meta.update(eigen_method=f"Lanczos (refnet.curvature, {r.n_hvps} HVPs, certified "
                                f"residuals ≤ {float(resid.max()):.3g})",
@@ -1357,13 +1477,20 @@ def _tol_param_jacobian(p: Problem, value):
 
 
 def _tol_ntk(p: Problem, value):
-    """E_Θ = max(1, P/K)|J||J|ᵀ + E_J|J|ᵀ + |J|E_Jᵀ."""
+    """E_Θ = max(1, P/K)|J||J'|ᵀ + E_J|J'|ᵀ + |J|E_J'ᵀ (J' = J at x2, or J)."""
     J, EJ = _param_jac_mag(p)
     K = _first_order(p)[2]
     n, dd, P = J.shape
     A2, E2 = np.abs(J).reshape(n * dd, P), EJ.reshape(n * dd, P)
-    E = (max(1.0, P / K) * (A2 @ A2.T) + E2 @ A2.T + A2 @ E2.T)
-    E = E.reshape(n, dd, n, dd).transpose(0, 2, 1, 3)
+    B2, F2, m = A2, E2, n
+    if _x2(p) is not None:
+        q = _sub_problem(p, _x2(p))
+        J2, EJ2 = _param_jac_mag(q)
+        K = max(K, _first_order(q)[2])
+        m = J2.shape[0]
+        B2, F2 = np.abs(J2).reshape(m * dd, P), EJ2.reshape(m * dd, P)
+    E = (max(1.0, P / K) * (A2 @ B2.T) + E2 @ B2.T + A2 @ F2.T)
+    E = E.reshape(n, dd, m, dd).transpose(0, 2, 1, 3)
     return _scaled(K, E), _kink_notes(p)
 
 
@@ -1421,10 +1548,11 @@ def _param_jacobian_value(p: Problem):
 
 
 @quantity("ntk", shape="(n, n, d_out, d_out)",
-          formula="Θ[i,j,k,m] = <∂f_k(x_i)/∂θ, ∂f_m(x_j)/∂θ>", tolerance=_tol_ntk)
+          formula="Θ[i,j,k,m] = <∂f_k(x_i)/∂θ, ∂f_m(x_j)/∂θ> (x_j from x2 if given: (n, n2, "
+                  "d_out, d_out))", options=("x2",), tolerance=_tol_ntk)
 def _ntk_value(p: Problem):
     from .jacobians import ntk
-    return ntk(p.net, p.x)
+    return ntk(p.net, p.x, _x2(p))
 
 
 @quantity("hvp", shape="(P,)", formula="∇²_θ L · v", needs_targets=True, needs_vector=True,
@@ -1448,11 +1576,15 @@ def _sharpness_value(p: Problem):
     return np.float64(_spectrum(p, 1)[0])
 
 
-@quantity("eigenvalues", shape="(k,)", formula="the k largest eigenvalues of ∇²_θ L, descending",
-          needs_targets=True, options=("k",), sort=True, aliases=("eigenvalue",),
-          tolerance=lambda p, value: _tol_spectrum(p), fixture_options={"k": 3})
+@quantity("eigenvalues", shape="(k,)",
+          formula="the k largest (which: or smallest, largest-magnitude) eigenvalues of ∇²_θ L, "
+                  "descending", needs_targets=True, options=("k", "which"), sort=True,
+          aliases=("eigenvalue",), tolerance=lambda p, value: _tol_spectrum(p),
+          fixture_options={"k": 3})
 def _eigenvalues_value(p: Problem):
-    return _spectrum(p, check_positive_int(p.option("k", 1), "k"))
+    which = p.option("which", "largest")
+    p.meta["which"] = which
+    return _spectrum(p, check_positive_int(p.option("k", 1), "k"), which)
 
 
 @quantity("local-rank", shape="(L,) or ()",
@@ -1493,6 +1625,556 @@ def _lyapunov_value(p: Problem):
     p.cache["sv"] = s
     with np.errstate(divide="ignore"):
         return np.log(s) / l
+
+
+# ==== the curvature libraries' quantities (issue 15)
+# Loss convention throughout (refnet's): L = (1/n) Σ_i ℓ_i, mse ℓ = ½‖f − y‖², cross_entropy
+# ℓ = logsumexp f − yᵀf; g_i = ∇_θ ℓ_i (no 1/n); J_i = ∂f(x_i)/∂θ; A_i = ∇²_f ℓ_i (no 1/n).
+# The factor mapping curvlinops', BackPACK's, PyHessian's and neural-tangents' values to these
+# is refnet.testing.curvature_factor (table in its docstring). Every tolerance is the module's
+# first-order running error bound: E in units of γ_K, allowed = (γ_K(u) + γ_K(u₆₄))·E.
+def _x2(p: Problem):
+    """The validated second input set of the ``x2`` option, or None."""
+    if p.option("x2") is None:
+        return None
+    if "x2" not in p.cache:
+        p.cache["x2"] = p.net.check_input(p.option("x2"), "x2")
+    return p.cache["x2"]
+
+
+def _sub_problem(p: Problem, x, y=None) -> Problem:
+    """The same quantity, network and loss on other inputs (x2, one example)."""
+    return Problem(p.quantity, p.net, x, y, p.loss, None, {}, p.say)
+
+
+def _select_descending(lam_desc, which, k):
+    """The k eigenvalues of ``which`` end (from a descending spectrum), descending."""
+    if which == "largest":
+        return lam_desc[:k]
+    if which == "smallest":
+        return lam_desc[len(lam_desc) - k:]
+    idx = np.argsort(-np.abs(lam_desc), kind="stable")[:k]
+    return np.sort(lam_desc[idx])[::-1]
+
+
+def _jtaj_mag(J, EJ, A, EA, K, mode):
+    """E of (1/n) Σ_i J_iᵀ A_i J_i for J ``(n, d, m)`` with running bound E_J, A the
+    magnitudes |A_i| ``(n, d, d)`` with running bound E_A (None: A exact):
+
+        E = ρ|J|ᵀ|A||J| + E_Jᵀ|A||J| + |J|ᵀ|A|E_J + |J|ᵀE_A|J|,   ρ = max(1, N/K),
+
+    N the number of products summed per entry (n d² over the batch, d² per example).
+    ``mode``: ``"dense"`` (m, m), ``"diag"`` (m,), ``"rows"`` (n, m) (per example, no 1/n)."""
+    n, d, m = J.shape
+    aJ = np.abs(J)
+    AJ = np.einsum("nde,nem->ndm", A, aJ)
+    rho = max(1.0, d * d * (1 if mode == "rows" else n) / K)
+    X = rho * AJ + (0.0 if EA is None else np.einsum("nde,nem->ndm", EA, aJ))
+    if mode == "dense":
+        a2, x2, e2, j2 = (M.reshape(n * d, m) for M in (aJ, X, EJ, AJ))
+        C = e2.T @ j2
+        return (a2.T @ x2 + C + C.T) / n
+    per = np.einsum("ndm,ndm->nm", aJ, X) + 2 * np.einsum("ndm,ndm->nm", EJ, AJ)
+    return per if mode == "rows" else per.sum(0) / n
+
+
+def _loss_curvature_mag(p: Problem, f, Ef, fisher=False):
+    """(|A_i|, E_{A_i}) ``(n, d, d)`` of A_i = ∇²_f ℓ_i (no 1/n). mse: I exactly (E = 0).
+    cross_entropy: A = s(diag p − p pᵀ), p = softmax f, s the target row sum; magnitudes
+    s(diag p + p pᵀ); E_A = s(diag E_p + E_p pᵀ + p E_pᵀ) + |A| + 4 max_j p_j (the eigensolver
+    factor B̃ᵀB̃ = A of the reference), E_p as in the loss delta. ``fisher``: the per-class route
+    Σ_c p_c (p − e_c)(p − e_c)ᵀ, magnitudes Σ_c p_c|p − e_c||p − e_c|ᵀ, s = 1."""
+    from scipy.special import softmax
+    n, d = f.shape
+    if p.loss.name == "mse":
+        return np.broadcast_to(np.eye(d), (n, d, d)), None
+    pr = softmax(f, axis=1)
+    Ep = pr * (Ef + np.sum(pr * Ef, axis=1, keepdims=True)) + pr
+    s = np.ones((n, 1, 1)) if fisher or p.y is None else p.y.sum(1)[:, None, None]
+    if fisher:
+        D = np.abs(pr[:, None, :] - np.eye(d)[None])                  # (n, c, d)
+        A = np.einsum("nc,ncd,nce->nde", pr, D, D)
+        EA = (np.einsum("nc,ncd,nce->nde", Ep, D, D) + np.einsum("nc,nd,nce->nde", pr, Ep, D)
+              + np.einsum("nc,ncd,ne->nde", pr, D, Ep))
+    else:
+        A = s * (np.einsum("nd,de->nde", pr, np.eye(d)) + pr[:, :, None] * pr[:, None, :])
+        EA = s * (np.einsum("nd,de->nde", Ep, np.eye(d)) + Ep[:, :, None] * pr[:, None, :]
+                  + pr[:, :, None] * Ep[:, None, :])
+    return A, EA + A + 4 * s * pr.max(1)[:, None, None]
+
+
+def _sym(E):
+    """Bound of a symmetrised (½(M + Mᵀ)) matrix whose entries are bounded by E."""
+    return np.maximum(E, E.T)
+
+
+# ---------------------------------------------------------------------------- GGN and Fisher
+def _tol_ggn(p: Problem, value):
+    """gauss-newton, fisher, ggn-diagonal, per-example-ggn-diagonal: E of (1/n) Σ_i J_iᵀ A_i J_i
+    (:func:`_jtaj_mag`) with E_J of the parameter Jacobian (as ``_tol_ntk``) and the loss
+    curvature's magnitudes (:func:`_loss_curvature_mag`; the Fisher's per-class route for
+    ``fisher``); dense results symmetrised. Holds on every abs-safe network."""
+    mode = {"ggn-diagonal": "diag", "per-example-ggn-diagonal": "rows"}.get(p.quantity, "dense")
+    J, EJ = _param_jac_mag(p)
+    f, Ef, K = _first_order(p)
+    A, EA = _loss_curvature_mag(p, f, Ef, fisher=p.quantity == "fisher")
+    E = _jtaj_mag(J, EJ, A, EA, K, mode)
+    return _scaled(K, _sym(E) if mode == "dense" else E), _kink_notes(p)
+
+
+@quantity("gauss-newton", shape="(P, P)", formula="G = (1/n) Σ_i J_iᵀ ∇²_f ℓ_i J_i",
+          needs_targets=True, tolerance=_tol_ggn, aliases=("ggn", "generalized-gauss-newton"))
+def _gauss_newton_value(p: Problem):
+    """The dense GGN of :func:`refnet.curvature.gauss_newton` (Jacobian route)."""
+    from .curvature import gauss_newton
+    return gauss_newton(p.net, p.x, p.y, loss=p.loss)
+
+
+def _tol_ggn_vector_product(p: Problem, value):
+    """The R-operator bound :func:`_r_bound` of the GGN's R-pass (``gauss_newton=True``: the
+    forward tangent, ∇²_f L, the reverse sweep without residual terms) with V = |v|."""
+    b = _r_bound(p, np.abs(p.v)[:, None], gauss_newton=True)
+    return (lambda u, gam: b(u, gam)[:, 0]), _kink_notes(p)
+
+
+@quantity("ggn-vector-product", shape="(P,)", formula="G v (Schraudolph's R-pass)",
+          needs_targets=True, needs_vector=True, tolerance=_tol_ggn_vector_product,
+          aliases=("ggnvp", "gvp"))
+def _ggn_vector_product_value(p: Problem):
+    from .curvature_extra import ggn_vector_product
+    return ggn_vector_product(p.net, p.x, p.y, p.v, loss=p.loss)
+
+
+@quantity("ggn-diagonal", shape="(P,)", formula="diag G", needs_targets=True,
+          tolerance=_tol_ggn, aliases=("diag-ggn",))
+def _ggn_diagonal_value(p: Problem):
+    from .curvature_extra import ggn_diagonal
+    return ggn_diagonal(p.net, p.x, p.y, loss=p.loss)
+
+
+@quantity("per-example-ggn-diagonal", shape="(n, P)",
+          formula="row i = diag J_iᵀ ∇²_f ℓ_i J_i (no 1/n)", needs_targets=True,
+          tolerance=_tol_ggn, aliases=("batch-diag-ggn",))
+def _per_example_ggn_diagonal_value(p: Problem):
+    from .curvature_extra import ggn_diagonal
+    return ggn_diagonal(p.net, p.x, p.y, loss=p.loss, per_example=True)
+
+
+@quantity("fisher", shape="(P, P)",
+          formula="F = (1/n) Σ_i E_{y~p(y|f_i)} ∇_θ log p ∇_θ log pᵀ (= G for mse, cross_entropy)",
+          tolerance=_tol_ggn, aliases=("true-fisher", "model-fisher"))
+def _fisher_value(p: Problem):
+    """The model's predictive Fisher (mse: y ~ N(f, I); cross_entropy: y ~ softmax f); equal to
+    the GGN for both losses (one-hot targets), :func:`refnet.curvature_extra.fisher`."""
+    from .curvature_extra import fisher
+    p.meta.update(loss=p.loss.name, loss_convention=p.loss.formula)
+    return fisher(p.net, p.x, loss=p.loss.name)
+
+
+# ---------------------------------------------------------------------------- gradient moments
+def _pe_grads_mag(p: Problem):
+    """(g, E_g, K): per-example gradients ``(n, P)`` (no 1/n) and their running bound."""
+    from .backprop import per_example_grads
+    f, Ef, K = _first_order(p)
+    d, Ed = _output_delta(p.loss, f, p.y, Ef, 1)
+    if _mlp_of(p.net) is None:
+        E = _generic(p).param_mag(d[:, None], Ed[:, None], True)[:, 0]
+        return per_example_grads(p.net, p.x, p.y, p.loss), E, K
+    deltas, Eds = _backward_mag(p.mlp, p.fw, d, Ed)
+    g, E = _grad_mag(p.mlp, p.fw, deltas, Eds, True, K)
+    return g, E, K
+
+
+def _tol_grad_moments(p: Problem, value):
+    """From the per-example gradients' E_g (:func:`_pe_grads_mag`), with ρ = max(1, N/K):
+
+    * empirical-fisher (1/n) Σ g gᵀ: (1/n)(ρ|g|ᵀ|g| + E_gᵀ|g| + |g|ᵀE_g), symmetrised;
+    * grad-second-moment M = (1/n²) Σ g²: (1/n²)(ρ Σ g² + 2 Σ|g|E_g) + 2|M|;
+    * grad-variance M/n − (ḡ/n)², ḡ = (1/n) Σ g: E_M/n + 2|ḡ|E_ḡ/n² + 2(|M|/n + ḡ²/n²),
+      E_ḡ = (ρ Σ|g| + Σ E_g)/n;
+    * batch-l2-grad ‖g_i[t]‖²/n²: (ρ_t Σ_t g² + 2 Σ_t |g|E_g)/n² + 2|value|, ρ_t = max(1, p_t/K).
+    """
+    g, E, K = _pe_grads_mag(p)
+    n, q = g.shape[0], p.quantity
+    if q == "empirical-fisher":
+        return _scaled(K, _sym(_jtaj_mag(g[:, None], E[:, None], np.ones((n, 1, 1)), None,
+                                         K, "dense"))), _kink_notes(p)
+    if q == "batch-l2-grad":
+        from .network import as_network
+        cols = []
+        for _, s, _ in as_network(p.net).param_slices():
+            rho = max(1.0, (s.stop - s.start) / K)
+            cols.append(np.sum(rho * g[:, s] ** 2 + 2 * np.abs(g[:, s]) * E[:, s], axis=1))
+        return _scaled(K, np.stack(cols, 1) / n ** 2 + 2 * np.abs(value)), _kink_notes(p)
+    rho = max(1.0, n / K)
+    M = np.sum(g * g, 0) / n ** 2
+    EM = np.sum(rho * g * g + 2 * np.abs(g) * E, 0) / n ** 2 + 2 * M
+    if q == "grad-second-moment":
+        return _scaled(K, EM), _kink_notes(p)
+    gbar = g.mean(0)
+    Eg = (rho * np.abs(g).sum(0) + E.sum(0)) / n
+    return _scaled(K, EM / n + 2 * np.abs(gbar) * Eg / n ** 2
+                   + 2 * (M / n + gbar ** 2 / n ** 2)), _kink_notes(p)
+
+
+@quantity("empirical-fisher", shape="(P, P)", formula="(1/n) Σ_i g_i g_iᵀ, g_i = ∇_θ ℓ_i",
+          needs_targets=True, tolerance=_tol_grad_moments, aliases=("ef",))
+def _empirical_fisher_value(p: Problem):
+    from .curvature_extra import empirical_fisher
+    return empirical_fisher(p.net, p.x, p.y, loss=p.loss)
+
+
+@quantity("grad-second-moment", shape="(P,)",
+          formula="Σ_i (g_i/n)² (BackPACK SumGradSquared of the mean loss)", needs_targets=True,
+          tolerance=_tol_grad_moments, aliases=("sum-grad-squared",))
+def _grad_second_moment_value(p: Problem):
+    from .curvature_extra import grad_second_moment
+    return grad_second_moment(p.net, p.x, p.y, loss=p.loss)
+
+
+@quantity("grad-variance", shape="(P,)",
+          formula="(1/n) Σ_i ĝ_i² − ((1/n) Σ_i ĝ_i)², ĝ_i = g_i/n (BackPACK Variance)",
+          needs_targets=True, tolerance=_tol_grad_moments, aliases=("variance",))
+def _grad_variance_value(p: Problem):
+    from .curvature_extra import grad_variance
+    return grad_variance(p.net, p.x, p.y, loss=p.loss)
+
+
+@quantity("batch-l2-grad", shape="(n, T)",
+          formula="[i, t] = ‖g_i[tensor t]/n‖², tensors t in parameter order (BackPACK "
+                  "BatchL2Grad)", needs_targets=True, tolerance=_tol_grad_moments)
+def _batch_l2_grad_value(p: Problem):
+    from .curvature_extra import batch_l2_grad
+    d = batch_l2_grad(p.net, p.x, p.y, loss=p.loss)
+    p.meta["columns"] = list(d)
+    return np.stack(list(d.values()), axis=1)
+
+
+# ---------------------------------------------------------------------------- Hessian parts
+def _hessian_columns_bound(p: Problem, cols, rows=None):
+    """(K₂, K, R₀, D₁) of the Hessian's columns ``cols`` (the R-operator bound with V the
+    identity columns), restricted to ``rows`` (default: the same indices)."""
+    P = p.net.n_params
+    V = np.zeros((P, len(cols)))
+    V[cols, np.arange(len(cols))] = 1.0
+    K2, K, R0, D1 = _r_parts(p, V)
+    r = cols if rows is None else rows
+    return K2, K, R0[r], D1[r]
+
+
+def _hessian_diag_parts(p: Problem):
+    """(K₂, K, R₀, D₁) of diag H: :func:`_hessian_columns_bound` on blocks of 64 columns."""
+    P, parts = p.net.n_params, []
+    for s in range(0, P, 64):
+        c = np.arange(s, min(P, s + 64))
+        K2, K, R0, D1 = _hessian_columns_bound(p, c)
+        parts.append((np.diagonal(R0), np.diagonal(D1)))
+    return K2, K, np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+
+
+def _tol_hessian_diagonal(p: Problem, value):
+    """hessian-diagonal: the diagonal of the Hessian's bound :func:`_r_bound` (V = I);
+    per-example-hessian-diagonal: the same on each one-example problem (x_i, y_i), whose loss
+    is ℓ_i itself; trace: Σ_j (diagonal bound)_j + (γ_P(u) + γ_P(u₆₄)) Σ_j |H_jj|."""
+    p.meta.update(loss=p.loss.name, loss_convention=p.loss.formula)
+    if p.quantity == "per-example-hessian-diagonal":
+        rows = [_hessian_diag_parts(_sub_problem(p, p.x[i:i + 1], p.y[i:i + 1]))
+                for i in range(p.x.shape[0])]
+
+        def allowed(u, gam):
+            return np.stack([_gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1
+                             for K2, K, R0, D1 in rows])
+        return allowed, _kink_notes(p)
+    K2, K, R0, D1 = _hessian_diag_parts(p)
+    if p.quantity == "hessian-diagonal":
+        return (lambda u, gam: _gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1), _kink_notes(p)
+    P, absdiag = p.net.n_params, float(np.sum(np.abs(p.cache["hdiag"])))
+    return (lambda u, gam: float(np.sum(_gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1))
+            + _gsum(P, u, gam) * absdiag), _kink_notes(p)
+
+
+@quantity("hessian-diagonal", shape="(P,)", formula="diag ∇²_θ L", needs_targets=True,
+          tolerance=_tol_hessian_diagonal, aliases=("diag-hessian",))
+def _hessian_diagonal_value(p: Problem):
+    from .curvature_extra import hessian_diagonal
+    return hessian_diagonal(p.net, p.x, p.y, loss=p.loss)
+
+
+@quantity("per-example-hessian-diagonal", shape="(n, P)",
+          formula="row i = diag ∇²_θ ℓ_i (no 1/n)", needs_targets=True,
+          tolerance=_tol_hessian_diagonal, aliases=("batch-diag-hessian",))
+def _per_example_hessian_diagonal_value(p: Problem):
+    from .curvature_extra import hessian_diagonal
+    return hessian_diagonal(p.net, p.x, p.y, loss=p.loss, per_example=True)
+
+
+@quantity("trace", shape="()", formula="tr ∇²_θ L (exact: Σ_j e_jᵀ H e_j)", needs_targets=True,
+          tolerance=_tol_hessian_diagonal, aliases=("hessian-trace",))
+def _trace_value(p: Problem):
+    from .curvature_extra import hessian_diagonal
+    p.cache["hdiag"] = hessian_diagonal(p.net, p.x, p.y, loss=p.loss)
+    return np.float64(np.sum(p.cache["hdiag"]))
+
+
+def _tol_hessian_blocks(p: Problem, value):
+    """Per parameter tensor t (slice s): the Hessian bound :func:`_r_bound` with V the
+    identity columns of s, rows s, symmetrised (max(A, Aᵀ)), flattened row-major."""
+    from .network import as_network
+    p.meta.update(loss=p.loss.name, loss_convention=p.loss.formula)
+    parts = []
+    for _, s, _ in as_network(p.net).param_slices():
+        K2, K, R0, D1 = _hessian_columns_bound(p, np.arange(s.start, s.stop))
+        parts.append((K2, K, _sym(R0).ravel(), _sym(D1).ravel()))
+    return (lambda u, gam: np.concatenate([_gsum(K2, u, gam) * R0 + _gsum(K, u, gam) * D1
+                                           for K2, K, R0, D1 in parts])), _kink_notes(p)
+
+
+@quantity("hessian-blocks", shape="(Σ_t p_t²,)",
+          formula="for each parameter tensor t in order (W1, b1, W2, ...; p_t entries): its "
+                  "block H[s_t, s_t] of ∇²_θ L, row-major, concatenated",
+          needs_targets=True, tolerance=_tol_hessian_blocks, aliases=("block-hessian",))
+def _hessian_blocks_value(p: Problem):
+    from .curvature_extra import hessian_blocks
+    blocks = hessian_blocks(p.net, p.x, p.y, loss=p.loss)
+    p.meta["blocks"] = {name: list(b.shape) for name, b in blocks.items()}
+    return np.concatenate([b.ravel() for b in blocks.values()])
+
+
+# ---------------------------------------------------------------------------- K-FAC
+def _tol_kfac(p: Problem, value):
+    """MLPs: per Linear layer l, A_l = (1/n) Σ ã ãᵀ with ã = [a_{l−1}; 1], E_ã = [E_a; 0]
+    (forward running bounds), and G_l = (1/n) Σ_i J_iᵀ C_i J_i (:func:`_jtaj_mag`): empirical
+    J_i = δ_l of ℓ_i (rows 1), C = 1; type-2 J_i = ∂f/∂s_l (backward from e_k, E = 0) and
+    C_i = ∇²_f ℓ_i (:func:`_loss_curvature_mag`); each symmetrised, flattened as the value."""
+    net, fw, n = p.mlp, p.fw, p.x.shape[0]
+    f, Ef, K = _first_order(p)
+    if p.meta["kind"] == "empirical":
+        d, Ed = _output_delta(p.loss, f, p.y, Ef, 1)
+        d, Ed, C, EC = d[:, None], Ed[:, None], np.ones((n, 1, 1)), None
+    else:
+        d = np.broadcast_to(np.eye(net.d_out), (n, net.d_out, net.d_out)).copy()
+        Ed = np.zeros_like(d)
+        C, EC = _loss_curvature_mag(p, f, Ef)
+    deltas, Eds = _backward_mag(net, fw, d, Ed)
+    parts, one = [], np.ones((n, 1, 1))
+    for l in range(net.depth):
+        a, Ea = fw.tr.post[l], fw.Ea[l]
+        if net.has_bias:
+            a, Ea = np.hstack([a, np.ones((n, 1))]), np.hstack([Ea, np.zeros((n, 1))])
+        parts.append(_sym(_jtaj_mag(a[:, None], Ea[:, None], one, None, K, "dense")).ravel())
+        parts.append(_sym(_jtaj_mag(deltas[l], Eds[l], C, EC, K, "dense")).ravel())
+    return _scaled(K, np.concatenate(parts)), _kink_notes(p)
+
+
+@quantity("kfac-factors", shape="(Σ_l a_l² + o_l²,)",
+          formula="for each Linear layer l in order: A_l = (1/n) Σ_i ã_i ã_iᵀ (ã = [a_{l-1}; 1] "
+                  "with a bias; a_l = n_in + 1) then G_l = (1/n) Σ_i Σ_k g_ik g_ikᵀ (o_l = n_out), "
+                  "row-major; kind type-2: g_ik = (B̃_i J_s)_k, empirical: g_i = ∂ℓ_i/∂s_l",
+          needs_targets=True, options=("kind",), tolerance=_tol_kfac, aliases=("kfac",),
+          fixture_options={"kind": "type-2"})
+def _kfac_factors_value(p: Problem):
+    """Martens & Grosse (2015) factors of :func:`refnet.curvature_extra.kfac_factors`; G_l ⊗ A_l
+    approximates layer l's block of G (type-2) or of the empirical Fisher (empirical)."""
+    from .curvature_extra import kfac_factors
+    kind = p.option("kind", "type-2")
+    fs = kfac_factors(p.net, p.x, p.y, loss=p.loss, kind=kind)
+    p.meta.update(kind=kind, layout=[{"layer": k.name, "A": list(k.A.shape),
+                                      "G": list(k.G.shape)} for k in fs])
+    return np.concatenate([np.concatenate([k.A.ravel(), k.G.ravel()]) for k in fs])
+
+
+# ---------------------------------------------------------------------------- infinite width
+#: Gauss-Hermite nodes of the kernels' reference and of its truncation estimate
+_KERNEL_NODES, _KERNEL_NODES_COARSE = 160, 120
+
+
+def _kernel_setup(p: Problem):
+    """(x1, x2, depth, activation, sigma_w, sigma_b, method) of an MLP-shaped network."""
+    from . import meanfield
+    mlp = _mlp_of(p.net)
+    if mlp is None:
+        raise ValueError(f"net: {p.quantity} takes the depth and activation of an MLP "
+                         f"(Linear, one activation, ..., Linear); received {p.net!r}")
+    sw = check_positive_float(p.option("sigma_w", 1.0), "sigma_w")
+    sb = check_positive_float(p.option("sigma_b", 0.0), "sigma_b", allow_zero=True)
+    act = get_activation(mlp.activation)
+    method = "closed_form" if act.name in meanfield._CLOSED else "hermite"
+    return p.x, _x2(p), mlp.depth, mlp.activation, sw, sb, method
+
+
+def _kernel_value(p: Problem):
+    from .curvature_extra import nngp_kernel, ntk_kernel
+    x1, x2, L, act, sw, sb, method = _kernel_setup(p)
+    fn = ntk_kernel if p.quantity == "ntk-kernel" else nngp_kernel
+    p.meta.update(depth=L, activation=act, sigma_w=sw, sigma_b=sb, kernel_method=method,
+                  n_nodes=_KERNEL_NODES if method == "hermite" else None,
+                  parameterization="ntk (neural-tangents parameterization='ntk'; the NNGP "
+                                   "does not depend on it)")
+    return fn(x1, x2, L, act, sw, sb, method=method, n_nodes=_KERNEL_NODES)
+
+
+def _gh_moments(act, Q1, Q2, c, m):
+    """Gauss-Hermite integrals (over (u1, u2) ~ N(0, [[Q1, √(Q1Q2)c], [., Q2]])) of the
+    magnitudes the kernel map's error bound needs (broadcast shapes), in chunks of pairs:
+    E = E[φφ], Ed = E[φ'φ'], their derivatives' magnitudes by Price's theorem (∂/∂Σ12 of
+    E[f(u1)g(u2)] = E[f'g'], ∂/∂Q1 = ½E[f''g]) and the local evaluation magnitudes."""
+    from .curvature_extra import _gh
+    z, w = _gh(m)
+    W = w[:, None] * w[None, :]
+    Q1, Q2, c = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (Q1, Q2, c)))
+    shape, flat = Q1.shape, [np.ascontiguousarray(a).ravel() for a in (Q1, Q2, c)]
+    names = ("E", "Ed", "DS", "D1", "D2", "ev", "DdS", "Dd1", "Dd2", "evd")
+    out = {k: np.empty(flat[0].size) for k in names}
+    step = max(1, (2 ** 21) // (m * m))
+
+    def fns(u):
+        h = 1e-4 * np.maximum(1.0, np.abs(u))
+        m0, m1, _ = _eval_magnitudes(act.name, u)
+        f1, f2 = act.df(u), act.d2f(u)
+        return (act.f(u), f1, f2, np.abs(act.d2f(u + h) - act.d2f(u - h)) / (2 * h),
+                m0 + np.abs(f1 * u), m1 + np.abs(f2 * u))
+    for a in range(0, flat[0].size, step):
+        q1, q2, cc = (v[a:a + step, None, None] for v in flat)
+        s = np.sqrt(np.maximum((1.0 - cc) * (1.0 + cc), 0.0))
+        F = fns(np.sqrt(q1) * z[:, None])                                 # (p, m, 1)
+        G = fns(np.sqrt(q2) * (cc * z[:, None] + s * z[None, :]))          # (p, m, m)
+        A = [np.abs(v) for v in F]
+        B = [np.abs(v) for v in G]
+
+        def I(X):
+            return np.einsum("pab,ab->p", X, W)
+        sl = slice(a, a + step)
+        out["E"][sl], out["Ed"][sl] = I(F[0] * G[0]), I(F[1] * G[1])
+        out["DS"][sl], out["DdS"][sl] = I(A[1] * B[1]), I(A[2] * B[2])
+        out["D1"][sl], out["D2"][sl] = 0.5 * I(A[2] * B[0]), 0.5 * I(A[0] * B[2])
+        out["Dd1"][sl], out["Dd2"][sl] = 0.5 * I(A[3] * B[1]), 0.5 * I(A[1] * B[3])
+        out["ev"][sl] = I(A[4] * B[0] + A[0] * B[4] + A[0] * B[0] + q2 * A[0] * B[2])
+        out["evd"][sl] = I(A[5] * B[1] + A[1] * B[5] + A[1] * B[1] + q2 * A[1] * B[3])
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def _acos_err(c, dc):
+    """Bound of |arccos(c + δ) − arccos c| for |δ| ≤ dc: the mean value theorem where
+    |c| + dc < 1, and always the Hölder bound (π/√2)√dc (arccos is ½-Hölder)."""
+    hold = (math.pi / math.sqrt(2.0)) * np.sqrt(dc)
+    far = np.abs(c) + dc
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mvt = np.where(far < 1, dc / np.sqrt(np.maximum(1 - far * far, 1e-300)), np.inf)
+    return np.minimum(hold, mvt)
+
+
+def _closed_map_err(act, Q1, Q2, c, dS, dQ1, dQ2, g):
+    """(δE, δĖ) of the arc-cosine maps (identity, relu, leaky relu with slope a) at one
+    side's unit roundoff level g: E = r[(1+a²)κ(c) − 2aκ(−c)] (r = √(Q1Q2), κ' ∈ [0, ½], so
+    E is ((1+|a|)²/2)-Lipschitz in c), κ's own evaluation error ≤ (√-Hölder of s = √(1 − c²)
+    + g(3s + 7π|c|))/(2π); Ė = a² + a(1−a) + (1−a)²(π − arccos c)/(2π) through
+    :func:`_acos_err`."""
+    from . import meanfield
+    r = np.sqrt(Q1 * Q2)
+    dr = r * (dQ1 / (2 * Q1) + dQ2 / (2 * Q2)) + g * r
+    dc = (dS + np.abs(c) * dr) / r + g * np.abs(c)
+    if act.name == "identity":
+        return np.abs(c) * dr + r * dc + g * r * np.abs(c), np.zeros_like(c)
+    a = meanfield._slope(act) if act.name == "leaky_relu" else 0.0
+    s = np.sqrt(np.maximum((1 - c) * (1 + c), 0.0))
+    hs = np.minimum(np.sqrt(2 * g), np.divide(g, s, out=np.full_like(s, np.inf), where=s > 0))
+    ev = (hs + g * (3 * s + 7 * math.pi * np.abs(c))) / (2 * math.pi)
+    E = np.abs(meanfield._closed_phiphi(act, r, c))
+    dE = (E / r) * dr + r * ((1 + abs(a)) ** 2 * (0.5 * dc + ev + g))
+    Ed = np.abs(meanfield._closed_dphidphi(act, c))
+    dEd = (1 - a) ** 2 * (_acos_err(c, dc) + 2 * math.pi * g) / (2 * math.pi) + 2 * g * Ed
+    return dE, dEd
+
+
+def _kernel_error(p: Problem, g):
+    """One side's first-order error bound of the kernel recursion at rounding level g =
+    γ_K(u) (each elementary step's relative error): Σ¹ = σ_w² x·x'/d + σ_b² gets
+    g(σ_w²|x|·|x'|/d + σ_b²); each layer maps (δΣ, δq, δq', δΘ) through the bounds of
+    E[φφ] and E[φ'φ'] (closed forms: :func:`_closed_map_err`; Gauss-Hermite: Price's
+    derivatives D and the local magnitudes of :func:`_gh_moments`), then Σ' = σ_w²E + σ_b²
+    and Θ' = Σ' + σ_w²ĖΘ add their own rounding g(σ_w²|E| + σ_b²), g(|Σ'| + σ_w²|ĖΘ|)."""
+    x1, x2, L, act_name, sw, sb, method = _kernel_setup(p)
+    act, w2 = get_activation(act_name), sw * sw
+    x2 = x1 if x2 is None else x2
+    d = x1.shape[1]
+    S = w2 * (x1 @ x2.T) / d + sb * sb
+    dS = g * (w2 * (np.abs(x1) @ np.abs(x2).T) / d + sb * sb)
+    q = [w2 * np.einsum("ij,ij->i", x, x) / d + sb * sb for x in (x1, x2)]
+    dq = [g * qq for qq in q]
+    T, dT = S, dS
+    if min(float(q[0].min()), float(q[1].min())) <= 0:
+        raise ToleranceUnavailable("the derived tolerance is not available: an input has "
+                                   "zero variance (x = 0 with sigma_b = 0), where the "
+                                   "correlation is undefined; pass explicit atol/rtol")
+    for li in range(L - 1):
+        pts = [(S, q[0][:, None], q[1][None, :], dS, dq[0][:, None], dq[1][None, :])]
+        pts += [(qq, qq, qq, e, e, e) for qq, e in zip(q, dq)]
+        res = []
+        for pi, (SS, Q1, Q2, eS, e1, e2) in enumerate(pts):
+            c = np.clip(SS / np.sqrt(Q1 * Q2), -1.0, 1.0)
+            if method == "closed_form":
+                from . import meanfield
+                r = np.sqrt(Q1 * Q2)
+                E, Ed = meanfield._closed_phiphi(act, r, c), meanfield._closed_dphidphi(act, c)
+                dE, dEd = _closed_map_err(act, Q1, Q2, c, eS, e1, e2, g)
+            else:
+                if ("gh", li, pi) not in p.cache:      # independent of g: once per layer
+                    p.cache[("gh", li, pi)] = _gh_moments(act, Q1, Q2, c, _KERNEL_NODES)
+                M = p.cache[("gh", li, pi)]
+                E, Ed = M["E"], M["Ed"]
+                dE = M["DS"] * eS + M["D1"] * e1 + M["D2"] * e2 + g * M["ev"]
+                dEd = M["DdS"] * eS + M["Dd1"] * e1 + M["Dd2"] * e2 + g * M["evd"]
+            res.append((w2 * E + sb * sb, w2 * dE + g * (w2 * np.abs(E) + sb * sb), Ed, dEd))
+        (Sn, dSn, Ed, dEd), (q1, dq1, _, _), (q2, dq2, _, _) = res
+        dT = dSn + w2 * (np.abs(Ed) * dT + np.abs(T) * dEd) + g * (np.abs(Sn)
+                                                                  + w2 * np.abs(Ed * T))
+        T = Sn + w2 * Ed * T
+        S, dS, q, dq = Sn, dSn, [q1, q2], [dq1, dq2]
+    return dT if p.quantity == "ntk-kernel" else dS
+
+
+def _tol_kernel(p: Problem, value):
+    """allowed = B(γ_K(u)) + B(γ_K(u₆₄)) + t, B = :func:`_kernel_error` (one side's bound),
+    K = d_in + 10 (closed forms) or max(d_in, m²) + 10 (the m² Gauss-Hermite terms), and for
+    Gauss-Hermite t = 2|K_m − K_m'| (m = 160, m' = 120 nodes), an estimate (not a bound) of the
+    reference's own truncation error: geometrically convergent for smooth φ."""
+    from .curvature_extra import nngp_kernel, ntk_kernel
+    x1, x2, L, act, sw, sb, method = _kernel_setup(p)
+    K = x1.shape[1] + 10 if method == "closed_form" else max(x1.shape[1],
+                                                             _KERNEL_NODES ** 2) + 10
+    trunc = 0.0
+    if method == "hermite":
+        fn = ntk_kernel if p.quantity == "ntk-kernel" else nngp_kernel
+        trunc = 2 * np.abs(value - fn(x1, x2, L, act, sw, sb, method="hermite",
+                                      n_nodes=_KERNEL_NODES_COARSE))
+        p.meta["quadrature_error_estimate"] = float(np.max(trunc))
+    cache = {}
+
+    def side(u, gam):
+        g = gam(K, u)
+        if not math.isfinite(g):
+            return np.full(value.shape, np.inf)
+        if g not in cache:
+            cache[g] = _kernel_error(p, g)
+        return cache[g]
+
+    return (lambda u, gam: side(u, gam) + side(U64, gam) + trunc), None
+
+
+@quantity("nngp-kernel", shape="(n, n2)",
+          formula="infinite-width NNGP Σ^L(x_i, x2_j): Σ¹ = σ_w² xᵀx'/d + σ_b², Σ^{l+1} = "
+                  "σ_w² E[φ(u)φ(u')] + σ_b² (depth, φ of the net)",
+          options=("x2", "sigma_w", "sigma_b"), tolerance=_tol_kernel, aliases=("nngp",))
+def _nngp_kernel_value(p: Problem):
+    return _kernel_value(p)
+
+
+@quantity("ntk-kernel", shape="(n, n2)",
+          formula="infinite-width NTK Θ^L(x_i, x2_j), NTK parameterisation: Θ¹ = Σ¹, Θ^{l+1} = "
+                  "Σ^{l+1} + σ_w² E[φ'(u)φ'(u')] Θ^l", options=("x2", "sigma_w", "sigma_b"),
+          tolerance=_tol_kernel, aliases=("infinite-width-ntk",))
+def _ntk_kernel_value(p: Problem):
+    return _kernel_value(p)
 
 
 # ============================================================================ comparison
@@ -1696,15 +2378,34 @@ def _explicit_tolerance(rtol, atol):
 
 def _derived_tolerance(ref: Reference, precision, bound=DEFAULT_BOUND,
                        failure_probability=DEFAULT_FAILURE_PROBABILITY):
-    """The derived entrywise bound at ``precision`` in the γ model ``bound`` and its summary
-    dict (with λ and the failure probability for ``"probabilistic"``)."""
+    """The derived entrywise bound at ``precision`` in the model ``bound`` and its summary
+    dict (λ and the failure probability for ``"probabilistic"``; c, R and p for
+    ``"estimated"``, which falls back to ``"probabilistic"`` where no estimate exists)."""
+    if bound == "estimated" and not ref.has_estimate:
+        allowed, out = _derived_tolerance(ref, precision, "probabilistic", failure_probability)
+        out["model"] = ("no Monte Carlo arithmetic estimate for this network/quantity (MLPs "
+                        "and loss, grads, hvp, hessian, spectra only): " + out["model"])
+        out["requested_bound"] = "estimated"
+        return allowed, out
     allowed = ref.allowed(precision, bound, failure_probability)
     fin = allowed[np.isfinite(allowed)]
     u = unit_roundoff(precision)
-    _, info = gamma_model(bound, failure_probability, ref.value.size)
+    _, info = gamma_model("worst-case" if bound == "estimated" else bound,
+                          failure_probability, ref.value.size)
     if bound == "worst-case":
         model = ("worst-case first-order running error bound (gamma_K(u_theirs) + "
                  "gamma_K(u_float64)) * E, refnet.oracle docstring")
+    elif bound == "estimated":
+        from .rounding import estimate_factor
+        p = check_positive_float(failure_probability, "failure_probability")
+        c = estimate_factor(p, ESTIMATE_SAMPLES, ref.value.size)
+        info = {"bound": bound, "failure_probability": p, "n_entries": int(ref.value.size),
+                "samples": ESTIMATE_SAMPLES, "factor": c}
+        model = (f"estimated (Monte Carlo arithmetic): {c:.3g} x max over {ESTIMATE_SAMPLES} "
+                 f"recomputations in {np.dtype(precision)} with permuted summation orders "
+                 f"(refnet.working_precision) of |sample - reference| (at least u|reference|), "
+                 f"capped by the worst-case bound; a correct result exceeds it with "
+                 f"probability <= {p:.3g} under a Gaussian model of its rounding error")
     else:
         from .rounding import lambda_for
         info["lambda"] = lambda_for(info["failure_probability"], u, info["n_entries"])

@@ -86,7 +86,7 @@ from .converters import from_flax, from_torch  # noqa: F401 (re-exported)
 
 __all__ = ["assert_matches_reference", "compare", "reference", "loss_scale",
            "convert_loss", "convert_grad", "convert_hvp", "convert_hessian",
-           "convert_sharpness", "mlp_from_state_dict", "state_dict_from_mlp",
+           "convert_sharpness", "curvature_factor", "convert_curvature", "mlp_from_state_dict", "state_dict_from_mlp",
            "mlp_from_flax_params", "flax_params_from_mlp", "to_numpy", "CONVENTIONS"]
 __all__ += ["from_torch", "from_flax"]
 
@@ -270,6 +270,75 @@ def convert_hessian(value, from_convention="mean", half=True, n=None, d_out=None
                     to_refnet=True):
     """Map a Hessian or its eigenvalues to refnet's convention (divide by :func:`loss_scale`)."""
     return _convert(value, from_convention, half, n, d_out, to_refnet, "value")
+
+
+#: how each curvature quantity of the oracle scales with the loss factor c of
+#: :func:`loss_scale` (their value = factor × refnet's value), see :func:`curvature_factor`
+CURVATURE_SCALING = {
+    **{q: "c" for q in ("hessian", "hvp", "sharpness", "eigenvalues", "trace", "gauss-newton",
+                        "ggn-vector-product", "fisher", "hessian-diagonal", "ggn-diagonal",
+                        "hessian-blocks")},
+    **{q: "c/n" for q in ("per-example-hessian-diagonal", "per-example-ggn-diagonal")},
+    "empirical-fisher": "c*h",
+    **{q: "c^2" for q in ("grad-second-moment", "grad-variance", "batch-l2-grad")},
+    **{q: "1" for q in ("ntk", "nngp-kernel", "ntk-kernel")},
+}
+
+
+def curvature_factor(quantity, from_convention="mean", half=True, n=None, d_out=None) -> float:
+    """The factor κ with (the library's value) = κ · (refnet's value) for an oracle quantity
+    computed under another loss convention (c = :func:`loss_scale`, h = 2 without the ½ of
+    MSE, else 1):
+
+    ============================================  =====  ====================================
+    quantity                                      κ      libraries
+    ============================================  =====  ====================================
+    hessian, hvp, eigenvalues, sharpness, trace,  c      curvlinops HessianLinearOperator /
+    gauss-newton, ggn-vector-product, fisher,            GGNLinearOperator / FisherMC...,
+    hessian-diagonal, ggn-diagonal,                      BackPACK DiagHessian, DiagGGNExact,
+    hessian-blocks                                       GGNMP, HMP; PyHessian (its criterion)
+    per-example-hessian-diagonal,                 c/n    BackPACK BatchDiagHessian,
+    per-example-ggn-diagonal                             BatchDiagGGNExact (rows carry the
+                                                         reduction; refnet's rows have no 1/n)
+    empirical-fisher                              c·h    curvlinops EFLinearOperator (the
+                                                         reduction factor times gradients of
+                                                         the unreduced per-sample loss)
+    grad-second-moment, grad-variance,            c²     BackPACK SumGradSquared, Variance,
+    batch-l2-grad                                        BatchL2Grad (individual gradients of
+                                                         the reduced loss: c·g_i/n)
+    ntk, nngp-kernel, ntk-kernel                  1      neural-tangents kernel_fn (no loss)
+    ============================================  =====  ====================================
+
+    So ``nn.CrossEntropyLoss()`` (mean) gives κ = 1 everywhere, ``nn.MSELoss()``
+    (``"mean_elements"``, ``half=False``) κ = 2/d_out for the Hessian-type quantities,
+    4/d_out for the empirical Fisher and 4/d_out² for BackPACK's gradient moments.
+    ``kfac-factors`` has no single factor (libraries split the loss factor between A and G
+    differently): a ValueError.
+    """
+    if quantity == "kfac-factors":
+        raise ValueError("quantity: kfac-factors has no single conversion factor (A_l does "
+                         "not depend on the loss, and libraries put the loss factor into G_l "
+                         "with their own normalisation): compare G_l ⊗ A_l or convert G_l")
+    if quantity not in CURVATURE_SCALING:
+        raise ValueError(f"quantity: expected one of {sorted(CURVATURE_SCALING)}; received "
+                         f"{quantity!r}")
+    c = loss_scale(from_convention, half, n, d_out)
+    rule = CURVATURE_SCALING[quantity]
+    if rule == "c/n":
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n: per-example quantities need the batch size n (an int >= 1); "
+                             f"received {n!r}")
+        return c / int(n)
+    return {"c": c, "c*h": c * (1.0 if half else 2.0), "c^2": c * c, "1": 1.0}[rule]
+
+
+def convert_curvature(value, quantity, from_convention="mean", half=True, n=None, d_out=None,
+                      to_refnet=True):
+    """Map a curvature library's ``value`` of ``quantity`` to refnet's convention (divide by
+    :func:`curvature_factor`), or with ``to_refnet=False`` refnet's to theirs (multiply)."""
+    k = curvature_factor(quantity, from_convention, half, n, d_out)
+    arr = value if isinstance(value, numbers.Real) else to_numpy(value, "value")
+    return arr / k if to_refnet else arr * k
 
 
 # ============================================================================ weights

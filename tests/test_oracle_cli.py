@@ -180,7 +180,9 @@ def test_every_quantity_computes_the_library_value(files, capsys):
         "local-rank": (["--rank-rtol", 1e-3], local_rank(net, x, rtol=1e-3)),
         "lyapunov": (["--layer", 2, "--k", 1], np.log(s[:, :1]) / 2),
     }
-    assert set(expected) == set(QUANTITIES)
+    # the curvature libraries' quantities (issue 15) are covered by test_oracle_quantities.py,
+    # which checks that the two lists together are the whole registry
+    assert set(expected) <= set(QUANTITIES)
     for q, (extra, want) in expected.items():
         tg = ["--targets", d / "y.npy"] if QUANTITIES[q].needs_targets else []
         rc, out, err = call(capsys, "compute", q, *common(files), *tg, *extra, "--json")

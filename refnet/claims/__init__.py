@@ -38,6 +38,7 @@ _TOPICS = (
     "layers",
     "vae",
     "neural_processes",
+    "oracle",
 )
 
 
