@@ -69,10 +69,49 @@ def torch_values(case, quantity, dtype, v):
     return np.float64(torch.linalg.eigvalsh(0.5 * (H + H.T))[-1].item())
 
 
-def calibrate(case, quantity, dtype, bound, v):
+def jax_values(case, quantity, dtype, v):
+    """The quantity computed by JAX (``jit`` of ``grad`` / ``jvp(grad)`` / ``hessian`` on a
+    pytree of (W, b)) in ``dtype``: the other correct implementation."""
+    import jax
+    import jax.numpy as jnp
+    jax.config.update("jax_enable_x64", True)
+    dt = getattr(jnp, dtype)
+    act = {"tanh": jnp.tanh, "relu": jax.nn.relu,
+           "gelu": lambda z: jax.nn.gelu(z, approximate=False)}[case.net.activation]
+    ps = [(jnp.asarray(W, dt), jnp.asarray(b, dt)) for W, b in zip(case.net.weights, case.net.biases)]
+    X = jnp.asarray(case.x, dt)
+
+    def f(p):
+        h = X
+        for l, (W, b) in enumerate(p):
+            h = h @ W.T + b
+            h = act(h) if l + 1 < len(p) else h
+        return h
+    if case.loss == "mse":
+        Y = jnp.asarray(np.asarray(case.y), dt)
+        lossf = lambda p: 0.5 * ((f(p) - Y) ** 2).sum(1).mean()  # noqa: E731
+    else:
+        lab = jnp.asarray(np.asarray(case.y))
+        lossf = lambda p: -jnp.take_along_axis(jax.nn.log_softmax(f(p)), lab[:, None], 1).mean()  # noqa: E731,E501
+    flat = lambda tree: np.concatenate([np.asarray(a, np.float64).ravel()  # noqa: E731
+                                        for Wb in tree for a in Wb])
+    if quantity == "grad":
+        return flat(jax.jit(jax.grad(lossf))(ps))
+    if quantity == "hvp":
+        sizes = np.cumsum([a.size for Wb in ps for a in Wb])[:-1]
+        parts = iter(np.split(v, sizes))
+        V = [tuple(jnp.asarray(next(parts).reshape(a.shape), dt) for a in Wb) for Wb in ps]
+        return flat(jax.jit(lambda p, t: jax.jvp(jax.grad(lossf), (p,), (t,))[1])(ps, V))
+    from jax.flatten_util import ravel_pytree
+    th, unravel = ravel_pytree(ps)
+    H = jax.jit(jax.hessian(lambda t: lossf(unravel(t))))(th)
+    return np.float64(jnp.linalg.eigvalsh(0.5 * (H + H.T))[-1])
+
+
+def calibrate(case, quantity, dtype, bound, v, impl="torch"):
     kw = {"v": v} if quantity == "hvp" else {}
     ref = reference(quantity, case.net, case.x, case.y, loss=case.loss, **kw)
-    theirs = torch_values(case, quantity, dtype, v)
+    theirs = (torch_values if impl == "torch" else jax_values)(case, quantity, dtype, v)
     allowed = np.asarray(ref.allowed(dtype, bound=bound), dtype=np.float64)
     err = np.abs(np.asarray(theirs) - np.asarray(ref.value))
     pos = err > 0
@@ -111,12 +150,20 @@ def main(argv=None):
     t0 = time.perf_counter()
     rows = []
     quantities = ["grad", "hvp"] if a.quick else ["grad", "hvp", "sharpness"]
+    impls = ["torch"]
+    try:
+        import jax  # noqa: F401
+        impls.append("jax")
+    except ImportError:
+        pass
     for name, case in nets(a.quick):
         v = np.random.default_rng(7).standard_normal(case.net.n_params)
-        for q in quantities:
-            for bound in ("worst-case", "probabilistic", "estimated"):
-                r = calibrate(case, q, "float32", bound, v)
-                rows.append(dict(net=name, quantity=q, precision="float32", bound=bound, **r))
+        for impl in impls:
+            for q in quantities:
+                for bound in ("worst-case", "probabilistic", "estimated"):
+                    r = calibrate(case, q, "float32", bound, v, impl)
+                    rows.append(dict(net=name, impl=impl, quantity=q, precision="float32",
+                                     bound=bound, **r))
     summary = summarise(rows)
     with open(os.path.join(a.out, "calibration.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -130,15 +177,17 @@ def main(argv=None):
 
 
 def summarise(rows):
-    out = ["| quantity | precision | bound | MATCH | slack allowed/actual: median (worst) | "
-           "margin: median (worst) | caught: median (worst) |", "|---|---|---|---|---|---|---|"]
-    keys = sorted({(r["quantity"], r["precision"], r["bound"]) for r in rows})
-    for q, prec, b in keys:
-        rs = [r for r in rows if (r["quantity"], r["precision"], r["bound"]) == (q, prec, b)]
+    out = ["| quantity | implementation | precision | bound | MATCH | slack allowed/actual: median "
+           "(worst) | margin: median (worst) | caught: median (worst) |",
+           "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["quantity"], r["impl"], r["precision"], r["bound"]) for r in rows})
+    for q, impl, prec, b in keys:
+        rs = [r for r in rows
+              if (r["quantity"], r["impl"], r["precision"], r["bound"]) == (q, impl, prec, b)]
         sl = np.array([r["slack"] for r in rs])
         mg = np.array([r["margin"] for r in rs])
         ca = np.array([np.nan if r["caught"] is None else r["caught"] for r in rs])
-        out.append(f"| {q} | {prec} | {b} | {sum(r['verdict'] == 'MATCH' for r in rs)}/{len(rs)} | "
+        out.append(f"| {q} | {impl} | {prec} | {b} | {sum(r['verdict'] == 'MATCH' for r in rs)}/{len(rs)} | "
                    f"{np.median(sl):.3g} ({np.max(sl):.3g}) | {np.median(mg):.3g} ({np.min(mg):.3g}) | "
                    f"{np.nanmedian(ca):.0e} ({np.nanmin(ca) if np.all(np.isnan(ca)) else np.nanmax(ca):.0e}) |")
     return out

@@ -2297,8 +2297,9 @@ class Report:
                 rng = (f"in [{tol.get('min_allowed', math.nan):.3g}, "
                        f"{tol.get('max_allowed', math.nan):.3g}]"
                        + (f", not finite for {bad} entries" if bad else ""))
-            lines.append(f"  tolerance: derived rounding bound per entry, {rng} "
-                         f"({tol.get('model', '')})")
+            what = ("estimated rounding error per entry" if tol.get("bound") == "estimated"
+                    else "derived rounding bound per entry")
+            lines.append(f"  tolerance: {what}, {rng} ({tol.get('model', '')})")
         if self.worst:
             lines.append("  worst entries (index: reference | theirs | abs error | allowed):")
             for w in self.worst:
