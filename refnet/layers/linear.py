@@ -81,7 +81,11 @@ class Linear(Layer):
         if out:
             if x.ndim == 2 and not per_example:          # (k, o, i) as one GEMM
                 n, k, o = u.shape
-                out[0][...] = (u.reshape(n, k * o).T @ x).reshape(k, o, -1)
+                g = out[0].reshape(k * o, -1)              # a view: the GEMM writes in place
+                if np.shares_memory(g, out[0]):
+                    np.matmul(u.reshape(n, k * o).T, x, out=g)
+                else:
+                    out[0][...] = (u.reshape(n, k * o).T @ x).reshape(k, o, -1)
             elif x.ndim == 2:                            # per example: outer products in place
                 np.multiply(u[:, :, :, None], x[:, None, None, :], out=out[0])
             else:
