@@ -215,6 +215,48 @@ def _draw(rng, law, scale, shape, N):
     return rng.uniform(-b, b, shape)
 
 
+def _initial_state(x0, N: int, n_chains: int) -> np.ndarray:
+    """The ``(n_chains, N)`` start: all ones, or ``x0`` of shape ``(N,)`` or ``(n_chains, N)``."""
+    if x0 is None:
+        return np.ones((n_chains, N))
+    x0 = as_float_array(x0, "x0")
+    if x0.shape == (N,):
+        return np.broadcast_to(x0, (n_chains, N)).copy()
+    if x0.shape == (n_chains, N):
+        return x0.copy()
+    raise ValueError(f"x0: expected shape ({N},) or ({n_chains}, {N}); received shape "
+                     f"{x0.shape}")
+
+
+def _rounder(decimals, dt):
+    """v ↦ v rounded to ``decimals`` places, or cast to ``dt`` and back to float64."""
+    def rnd(v):
+        if decimals is not None:
+            return np.round(v, decimals)
+        with np.errstate(under="ignore", over="ignore"):
+            return v.astype(dt).astype(np.float64)
+    return rnd
+
+
+def _absorption_times(x, depth: int, draw, act, rnd) -> np.ndarray:
+    """Per chain, the first layer t at which every coordinate of x_t = rnd(φ(W_t x_{t-1}))
+    is 0 (0 if x_0 is, ∞ if none up to ``depth``); ``draw(m)`` gives m matrices W_t. Absorbed
+    chains are dropped from the batched product (they stay at 0)."""
+    absorption = np.full(x.shape[0], np.inf)
+    alive = np.flatnonzero(np.any(x != 0.0, axis=1))
+    absorption[np.setdiff1d(np.arange(x.shape[0]), alive)] = 0
+    x = x[alive]
+    for t in range(1, depth + 1):
+        if alive.size == 0:
+            break
+        x = rnd(act.f(np.matmul(draw(alive.size), x[:, :, None])[:, :, 0]))
+        dead = ~np.any(x != 0.0, axis=1)
+        if dead.any():
+            absorption[alive[dead]] = t
+            alive, x = alive[~dead], x[~dead]
+    return absorption
+
+
 def cutoff_profile(N, depth, n_chains, scale=1.0, law="uniform", activation="tanh",
                    decimals=None, dtype=None, x0=None, seed=0) -> CutoffProfile:
     """Monte Carlo of ``x_{t+1} = round(phi(W_t x_t))`` over many chains: survival vs depth.
@@ -256,41 +298,13 @@ def cutoff_profile(N, depth, n_chains, scale=1.0, law="uniform", activation="tan
     decimals, dt = _precision(decimals, dtype)
     delta = resolution(decimals, dt)
     rng = as_rng(seed)
-    if x0 is None:
-        x = np.ones((n_chains, N))
-    else:
-        x0 = as_float_array(x0, "x0")
-        if x0.shape == (N,):
-            x = np.broadcast_to(x0, (n_chains, N)).copy()
-        elif x0.shape == (n_chains, N):
-            x = x0.copy()
-        else:
-            raise ValueError(f"x0: expected shape ({N},) or ({n_chains}, {N}); received shape "
-                             f"{x0.shape}")
-
-    def rnd(v):
-        if decimals is not None:
-            return np.round(v, decimals)
-        with np.errstate(under="ignore", over="ignore"):
-            return v.astype(dt).astype(np.float64)
-
-    x = rnd(x)
+    rnd = _rounder(decimals, dt)
+    x = rnd(_initial_state(x0, N, n_chains))
     if not np.all(np.isfinite(x)):
         raise ValueError(f"x0: expected values representable in {dt}; received values that "
                          f"overflow it")
-    absorption = np.full(n_chains, np.inf)
-    alive = np.flatnonzero(np.any(x != 0.0, axis=1))
-    absorption[np.setdiff1d(np.arange(n_chains), alive)] = 0
-    x = x[alive]
-    for t in range(1, depth + 1):
-        if alive.size == 0:
-            break
-        w = _draw(rng, law, scale, (alive.size, N, N), N)
-        x = rnd(act.f(np.matmul(w, x[:, :, None])[:, :, 0]))
-        dead = ~np.any(x != 0.0, axis=1)
-        if dead.any():
-            absorption[alive[dead]] = t
-            alive, x = alive[~dead], x[~dead]
+    absorption = _absorption_times(x, depth, lambda m: _draw(rng, law, scale, (m, N, N), N),
+                                   act, rnd)
     depths = np.arange(depth + 1)
     survival = (absorption[None, :] > depths[:, None]).mean(axis=1)
     stderr = np.sqrt(survival * (1.0 - survival) / n_chains)

@@ -586,6 +586,57 @@ class CorrelationMC:
     q0: float
 
 
+def _default_q0(act, sigma_w, sigma_b) -> float:
+    """q* of the variance map, or 1 where every q is fixed or q* = 0."""
+    try:
+        q0 = variance_fixed_point(act, sigma_w, sigma_b)
+    except ValueError:
+        return 1.0
+    return q0 if q0 > 0 else 1.0
+
+
+def _initial_pairs(c0, q0, width, n_pairs, rng) -> np.ndarray:
+    """``(P, 2, width)`` pairs with ‖z‖² = width·q0 and correlation exactly c0 (two Gaussian
+    vectors per pair, orthonormalised by QR)."""
+    e, _ = np.linalg.qr(rng.standard_normal((n_pairs, width, 2)))  # orthonormal columns
+    e = np.ascontiguousarray(e.transpose(0, 2, 1))  # (P, 2, width)
+    r = math.sqrt(width * q0)
+    z = np.empty((n_pairs, 2, width))
+    z[:, 0] = r * e[:, 0]
+    z[:, 1] = r * (c0 * e[:, 0] + math.sqrt(max(0.0, (1 - c0) * (1 + c0))) * e[:, 1])
+    return z
+
+
+def _pair_stats(z, width):
+    """(correlation, mean variance (‖z_1‖² + ‖z_2‖²)/(2 width)) of each pair ``(P, 2, width)``."""
+    g = np.matmul(z, z.transpose(0, 2, 1))  # (P, 2, 2) Gram matrices
+    n1, n2, dot = g[:, 0, 0], g[:, 1, 1], g[:, 0, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.clip(dot / np.sqrt(n1 * n2), -1.0, 1.0)
+    return corr, (n1 + n2) / (2 * width)
+
+
+def _layer_gram(a, sigma_w, width, rng) -> np.ndarray:
+    """(W a_1, W a_2) drawn from their law N(0, σ_w²/width AᵀA) per row, by a 2×2 Cholesky
+    (PSD; a zero or degenerate Gram gives a rank-1 factor)."""
+    gram = np.matmul(a, a.transpose(0, 2, 1)) * (sigma_w ** 2 / width)  # (P, 2, 2)
+    g11 = np.sqrt(np.maximum(gram[:, 0, 0], 0.0))
+    safe = np.where(g11 > 0, g11, 1.0)
+    l21 = np.where(g11 > 0, gram[:, 1, 0] / safe, 0.0)
+    l22 = np.sqrt(np.maximum(gram[:, 1, 1] - l21 ** 2, 0.0))
+    xi = rng.standard_normal(a.shape)
+    h = np.empty_like(xi)
+    h[:, 0] = g11[:, None] * xi[:, 0]
+    h[:, 1] = l21[:, None] * xi[:, 0] + l22[:, None] * xi[:, 1]
+    return h
+
+
+def _layer_weights(a, sigma_w, width, rng) -> np.ndarray:
+    """(W a_1, W a_2) with W ~ N(0, σ_w²/width) drawn explicitly (the check of the Gram route)."""
+    w = rng.standard_normal((a.shape[0], width, width)) * (sigma_w / math.sqrt(width))
+    return np.matmul(a, w.transpose(0, 2, 1))  # rows: (W a_1)^T, (W a_2)^T
+
+
 def correlation_monte_carlo(c0, activation, sigma_w, sigma_b, width, depth, n_pairs, seed=0,
                             q0=None, sampler="gram"):
     """Finite-width simulation of the correlation of two inputs through random layers.
@@ -628,52 +679,16 @@ def correlation_monte_carlo(c0, activation, sigma_w, sigma_b, width, depth, n_pa
     n_pairs = check_positive_int(n_pairs, "n_pairs", 2)
     check_choice(sampler, "sampler", ("gram", "weights"))
     rng = as_rng(seed)
-    if q0 is None:
-        try:
-            q0 = variance_fixed_point(act, sigma_w, sigma_b)
-        except ValueError:
-            q0 = 1.0
-        q0 = q0 if q0 > 0 else 1.0
-    else:
-        q0 = check_positive_float(q0, "q0")
-    # exact initial geometry: orthonormalise two Gaussian vectors per pair
-    e, _ = np.linalg.qr(rng.standard_normal((n_pairs, width, 2)))  # orthonormal columns
-    e = np.ascontiguousarray(e.transpose(0, 2, 1))  # (P, 2, width)
-    r = math.sqrt(width * q0)
-    z = np.empty((n_pairs, 2, width))
-    z[:, 0] = r * e[:, 0]
-    z[:, 1] = r * (c0 * e[:, 0] + math.sqrt(max(0.0, (1 - c0) * (1 + c0))) * e[:, 1])
-    corr = np.empty((depth + 1, n_pairs))
-    qm = np.empty((depth + 1, n_pairs))
-
-    def record(l, z):
-        g = np.matmul(z, z.transpose(0, 2, 1))  # (P, 2, 2) Gram matrices
-        n1, n2, dot = g[:, 0, 0], g[:, 1, 1], g[:, 0, 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr[l] = np.clip(dot / np.sqrt(n1 * n2), -1.0, 1.0)
-        qm[l] = (n1 + n2) / (2 * width)
-
-    record(0, z)
+    q0 = _default_q0(act, sigma_w, sigma_b) if q0 is None else check_positive_float(q0, "q0")
+    z = _initial_pairs(c0, q0, width, n_pairs, rng)
+    corr, qm = np.empty((depth + 1, n_pairs)), np.empty((depth + 1, n_pairs))
+    corr[0], qm[0] = _pair_stats(z, width)
+    layer = _layer_gram if sampler == "gram" else _layer_weights
     for l in range(1, depth + 1):
-        a = act.f(z)  # (P, 2, width)
-        if sampler == "gram":
-            gram = np.matmul(a, a.transpose(0, 2, 1)) * (sigma_w ** 2 / width)  # (P, 2, 2)
-            # 2x2 Cholesky by hand (PSD; a zero/degenerate Gram gives a rank-1 factor)
-            g11 = np.sqrt(np.maximum(gram[:, 0, 0], 0.0))
-            safe = np.where(g11 > 0, g11, 1.0)
-            l21 = np.where(g11 > 0, gram[:, 1, 0] / safe, 0.0)
-            l22 = np.sqrt(np.maximum(gram[:, 1, 1] - l21 ** 2, 0.0))
-            xi = rng.standard_normal((n_pairs, 2, width))
-            h = np.empty_like(xi)
-            h[:, 0] = g11[:, None] * xi[:, 0]
-            h[:, 1] = l21[:, None] * xi[:, 0] + l22[:, None] * xi[:, 1]
-        else:
-            w = rng.standard_normal((n_pairs, width, width)) * (sigma_w / math.sqrt(width))
-            h = np.matmul(a, w.transpose(0, 2, 1))  # rows: (W a_1)^T, (W a_2)^T
+        z = layer(act.f(z), sigma_w, width, rng)
         if sigma_b > 0:
-            h += sigma_b * rng.standard_normal((n_pairs, 1, width))
-        z = h
-        record(l, z)
+            z += sigma_b * rng.standard_normal((n_pairs, 1, width))
+        corr[l], qm[l] = _pair_stats(z, width)
     mean = corr.mean(axis=1)
     se = corr.std(axis=1, ddof=1) / math.sqrt(n_pairs)
     return CorrelationMC(np.arange(depth + 1), mean, se, qm.mean(axis=1), width, n_pairs, q0)

@@ -237,6 +237,59 @@ def _orthonormal_frame(g: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ public API
+def _first_factor(sample, rng) -> np.ndarray:
+    """A_1 = sample(rng), checked: square, real floating, finite (it fixes n)."""
+    a = np.asarray(sample(rng))
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
+        raise ValueError(f"sample: expected sample(rng) to return a square 2-d array; received "
+                         f"shape {a.shape}")
+    return _check_matrix(a, a.shape[0], 1)
+
+
+def _initial_frame(g, q0) -> np.ndarray:
+    """Q_0: the orthonormalised Gaussian ``g`` ``(n, k)``, or ``q0`` orthonormalised by QR
+    (rejected if numerically rank-deficient)."""
+    if q0 is None:
+        return _orthonormal_frame(g)
+    n, k = g.shape
+    q0 = as_float_array(q0, "q0", shape=(n, k))
+    q, logr = _qr_step(q0)
+    floor = math.log(n * np.finfo(float).eps * max(float(np.abs(q0).max()), 1e-300))
+    if not np.all(logr > floor):
+        raise ValueError(f"q0: expected a full-rank ({n}, {k}) matrix; received a "
+                         f"numerically rank-deficient one")
+    return q
+
+
+def _benettin(sample, rng, a, q, total: int, burn_in: int, acc) -> None:
+    """The QR recursion A_t Q_{t-1} = Q_t R_t for t = 1..total (A_1 = ``a``, A_t =
+    sample(rng) after), feeding diag R_t to ``acc`` in chunks (steps ≤ burn_in skipped)."""
+    n, k = q.shape
+    chunk = max(1, min(total, _CHUNK))
+    buf = np.empty((chunk, k))
+    shape, f64 = (n, n), np.dtype(np.float64)
+    lwork = max(1, 64 * n)
+    dgeqrf, dormqr = lapack.dgeqrf, lapack.dormqr
+    filled, first_t = 0, 1
+    qr = tau = None  # reflectors of the previous step (set at t = 1)
+    with one_blas_thread():
+        m = a @ q
+        for t in range(1, total + 1):
+            if t > 1:
+                a = sample(rng)
+                if type(a) is not np.ndarray or a.shape != shape or a.dtype != f64:
+                    a = _check_matrix(a, n, t)
+                # A_t Q_{t-1}: apply the previous step's Householder reflectors from the
+                # right (one LAPACK call instead of forming Q and multiplying).
+                m = dormqr("R", "N", qr, tau, a, lwork)[0][:, :k]
+            qr, tau, _, info = dgeqrf(m)
+            buf[filled] = qr.diagonal()[:k]
+            filled += 1
+            if filled == chunk or t == total:
+                _flush(buf[:filled], first_t, burn_in, acc)
+                first_t, filled = t + 1, 0
+
+
 def lyapunov_spectrum(sample, steps, k=None, burn_in=None, seed=0, n_batches=None, q0=None,
                       max_running=1000) -> LyapunovResult:
     """Lyapunov exponents of ``A_T ... A_1`` by the QR (Benettin) method.
@@ -285,51 +338,15 @@ def lyapunov_spectrum(sample, steps, k=None, burn_in=None, seed=0, n_batches=Non
     steps, burn_in, n_batches = _check_steps(steps, burn_in, n_batches)
     max_running = check_positive_int(max_running, "max_running", 2)
     rng = as_rng(seed)
-    a = np.asarray(sample(rng))
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
-        raise ValueError(f"sample: expected sample(rng) to return a square 2-d array; received "
-                         f"shape {a.shape}")
+    a = _first_factor(sample, rng)
     n = a.shape[0]
-    a = _check_matrix(a, n, 1)
     k = n if k is None else check_positive_int(k, "k")
     if k > n:
         raise ValueError(f"k: expected an int <= n = {n}; received {k}")
-    g = rng.standard_normal((n, k))
-    if q0 is None:
-        q = _orthonormal_frame(g)
-    else:
-        q0 = as_float_array(q0, "q0", shape=(n, k))
-        q, logr = _qr_step(q0)
-        floor = math.log(n * np.finfo(float).eps * max(float(np.abs(q0).max()), 1e-300))
-        if not np.all(logr > floor):
-            raise ValueError(f"q0: expected a full-rank ({n}, {k}) matrix; received a "
-                             f"numerically rank-deficient one")
+    q = _initial_frame(rng.standard_normal((n, k)), q0)
     frame0 = q.copy()
     acc = _Accumulator(steps, k, n_batches, max_running)
-    total = burn_in + steps
-    chunk = max(1, min(total, _CHUNK))
-    buf = np.empty((chunk, k))
-    shape, f64 = (n, n), np.dtype(np.float64)
-    lwork = max(1, 64 * n)
-    dgeqrf, dormqr = lapack.dgeqrf, lapack.dormqr
-    filled, first_t = 0, 1
-    qr = tau = None  # reflectors of the previous step (set at t = 1)
-    with one_blas_thread():
-        m = a @ q
-        for t in range(1, total + 1):
-            if t > 1:
-                a = sample(rng)
-                if type(a) is not np.ndarray or a.shape != shape or a.dtype != f64:
-                    a = _check_matrix(a, n, t)
-                # A_t Q_{t-1}: apply the previous step's Householder reflectors from the
-                # right (one LAPACK call instead of forming Q and multiplying).
-                m = dormqr("R", "N", qr, tau, a, lwork)[0][:, :k]
-            qr, tau, _, info = dgeqrf(m)
-            buf[filled] = qr.diagonal()[:k]
-            filled += 1
-            if filled == chunk or t == total:
-                _flush(buf[:filled], first_t, burn_in, acc)
-                first_t, filled = t + 1, 0
+    _benettin(sample, rng, a, q, burn_in + steps, burn_in, acc)
     return LyapunovResult(_frozen(acc.mean()), _frozen(acc.stderr()), _frozen(acc.running),
                           _frozen_int(acc.grid), steps, burn_in, n_batches, _frozen(frame0))
 
@@ -448,6 +465,74 @@ def orthogonal_sampler(n):
     return sample
 
 
+def _two_trajectories(rng, act, sw, sigma_b, a, ap, q, scale, separation, total, burn_in,
+                      acc, dacc):
+    """The layer loop of :func:`network_lyapunov_spectrum`: per layer fresh (W_t, b_t), the
+    QR step on D_t W_t Q_{t-1} into ``acc``, and log(d_t / d_{t-1}^+) of the second
+    trajectory into ``dacc``, which is then reset to relative size ``separation``. Returns
+    (the last activation a_T, whether the separation ever collapsed to 0)."""
+    width, k = q.shape
+    collapsed = False
+    chunk = max(1, min(total, _CHUNK))
+    buf, gbuf = np.empty((chunk, k)), np.empty((chunk, 1))
+    filled, first_t = 0, 1
+    f, df, norm, isfinite = act.f, act.df, np.linalg.norm, math.isfinite
+    with one_blas_thread():
+        for t in range(1, total + 1):
+            w = sw * rng.standard_normal((width, width))
+            b = sigma_b * rng.standard_normal(width) if sigma_b > 0 else 0.0
+            z = w @ a + b
+            zp = w @ ap + b
+            qr, tau, _, _ = lapack.dgeqrf(df(z)[:, None] * (w @ q))
+            buf[filled] = qr.diagonal()[:k]
+            q = lapack.dorgqr(qr, tau)[0]  # sign of the columns is irrelevant (see _flush)
+            a_new = f(z)
+            diff = f(zp) - a_new
+            d = float(norm(diff))
+            if d == 0.0:
+                # both trajectories merged exactly (e.g. every unit saturated or dead):
+                # the separation is lost for good; restart it to keep the loop defined.
+                collapsed = True
+                gbuf[filled, 0] = 0.0
+                diff = rng.standard_normal(width)
+                d = float(norm(diff))
+            else:
+                gbuf[filled, 0] = math.log(d / scale)
+            a = a_new
+            na = float(norm(a))
+            if not (isfinite(na) and isfinite(d)):
+                raise FloatingPointError(f"network_lyapunov_spectrum: non-finite activation "
+                                         f"at layer {t}")
+            scale = separation * max(na, 1e-300)
+            ap = a + (scale / d) * diff
+            filled += 1
+            if filled == chunk or t == total:
+                _flush(buf[:filled], first_t, burn_in, acc)
+                skip = max(0, burn_in - first_t + 1)
+                dacc.add_block(gbuf[skip:filled])
+                first_t, filled = t + 1, 0
+    return a, collapsed
+
+
+def _network_args(width, depth, burn_in, n_batches, activation, sigma_w, sigma_b, separation,
+                  k, max_running):
+    """The checked arguments of :func:`network_lyapunov_spectrum` (one-line errors)."""
+    width = check_positive_int(width, "width")
+    depth, burn_in, n_batches = _check_steps(depth, burn_in, n_batches, "depth")
+    act = get_activation(activation)
+    sigma_w = check_positive_float(sigma_w, "sigma_w")
+    sigma_b = check_positive_float(sigma_b, "sigma_b", allow_zero=True)
+    separation = check_positive_float(separation, "separation")
+    if separation > 1e-2:
+        raise ValueError(f"separation: expected a float in (0, 1e-2]; received {separation}")
+    k = width if k is None else check_positive_int(k, "k")
+    if k > width:
+        raise ValueError(f"k: expected an int <= width = {width}; received {k}")
+    max_running = check_positive_int(max_running, "max_running", 2)
+    return (width, depth, burn_in, n_batches, act, sigma_w, sigma_b, separation, k,
+            max_running)
+
+
 def network_lyapunov_spectrum(width, depth, activation, sigma_w, sigma_b, seed=0, k=None,
                               x0=None, burn_in=0, n_batches=None, separation=1e-6,
                               max_running=1000) -> NetworkLyapunovResult:
@@ -508,18 +593,9 @@ def network_lyapunov_spectrum(width, depth, activation, sigma_w, sigma_b, seed=0
     -------
     NetworkLyapunovResult
     """
-    width = check_positive_int(width, "width")
-    depth, burn_in, n_batches = _check_steps(depth, burn_in, n_batches, "depth")
-    act = get_activation(activation)
-    sigma_w = check_positive_float(sigma_w, "sigma_w")
-    sigma_b = check_positive_float(sigma_b, "sigma_b", allow_zero=True)
-    separation = check_positive_float(separation, "separation")
-    if separation > 1e-2:
-        raise ValueError(f"separation: expected a float in (0, 1e-2]; received {separation}")
-    k = width if k is None else check_positive_int(k, "k")
-    if k > width:
-        raise ValueError(f"k: expected an int <= width = {width}; received {k}")
-    max_running = check_positive_int(max_running, "max_running", 2)
+    (width, depth, burn_in, n_batches, act, sigma_w, sigma_b, separation, k,
+     max_running) = _network_args(width, depth, burn_in, n_batches, activation, sigma_w,
+                                  sigma_b, separation, k, max_running)
     rng = as_rng(seed)
     if x0 is None:
         a = rng.standard_normal(width)
@@ -531,47 +607,8 @@ def network_lyapunov_spectrum(width, depth, activation, sigma_w, sigma_b, seed=0
     ap = a + scale * u / np.linalg.norm(u)
     acc = _Accumulator(depth, k, n_batches, max_running)
     dacc = _Accumulator(depth, 1, n_batches, 2)
-    sw = sigma_w / math.sqrt(width)
-    collapsed = False
-    total = burn_in + depth
-    chunk = max(1, min(total, _CHUNK))
-    buf, gbuf = np.empty((chunk, k)), np.empty((chunk, 1))
-    filled, first_t = 0, 1
-    f, df, norm, isfinite = act.f, act.df, np.linalg.norm, math.isfinite
-    with one_blas_thread():
-        for t in range(1, total + 1):
-            w = sw * rng.standard_normal((width, width))
-            b = sigma_b * rng.standard_normal(width) if sigma_b > 0 else 0.0
-            z = w @ a + b
-            zp = w @ ap + b
-            qr, tau, _, _ = lapack.dgeqrf(df(z)[:, None] * (w @ q))
-            buf[filled] = qr.diagonal()[:k]
-            q = lapack.dorgqr(qr, tau)[0]  # sign of the columns is irrelevant (see _flush)
-            a_new = f(z)
-            diff = f(zp) - a_new
-            d = float(norm(diff))
-            if d == 0.0:
-                # both trajectories merged exactly (e.g. every unit saturated or dead):
-                # the separation is lost for good; restart it to keep the loop defined.
-                collapsed = True
-                gbuf[filled, 0] = 0.0
-                diff = rng.standard_normal(width)
-                d = float(norm(diff))
-            else:
-                gbuf[filled, 0] = math.log(d / scale)
-            a = a_new
-            na = float(norm(a))
-            if not (isfinite(na) and isfinite(d)):
-                raise FloatingPointError(f"network_lyapunov_spectrum: non-finite activation "
-                                         f"at layer {t}")
-            scale = separation * max(na, 1e-300)
-            ap = a + (scale / d) * diff
-            filled += 1
-            if filled == chunk or t == total:
-                _flush(buf[:filled], first_t, burn_in, acc)
-                skip = max(0, burn_in - first_t + 1)
-                dacc.add_block(gbuf[skip:filled])
-                first_t, filled = t + 1, 0
+    a, collapsed = _two_trajectories(rng, act, sigma_w / math.sqrt(width), sigma_b, a, ap, q,
+                                     scale, separation, burn_in + depth, burn_in, acc, dacc)
     rate = -math.inf if collapsed else float(dacc.mean()[0])
     dse = math.nan if collapsed else float(dacc.stderr()[0])
     return NetworkLyapunovResult(_frozen(acc.mean()), _frozen(acc.stderr()), rate, dse,
