@@ -44,7 +44,10 @@ class Activation(Layer):
 
     def forward(self, x, keep=True):
         phi = self.activation
-        return phi.f(x), ((x, phi.df(x)) if keep else None)
+        if not keep:
+            return phi.f(x), None
+        y, d = phi.value_and_derivative(x)
+        return y, (x, d)
 
     def vjp(self, cache, u, out, per_example=False, need_x=True):
         return u * cache[1][:, None] if need_x else None
