@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "beta_vae"
 
 from refnet import vae as V  # noqa: E402
 from refnet.sprites import FACTOR_NAMES, render, sprites  # noqa: E402
@@ -232,8 +233,8 @@ def write_csv(rows, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny models and data (seconds)")
-    p.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "out"
-                                        / "beta_vae"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=None, help="seeds per β (>= 2)")
     p.add_argument("--steps", type=int, default=None, help="Adam steps per model")

@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "curvature_agreement"
 
 import refnet  # noqa: E402
 from refnet.cases import random_case  # noqa: E402
@@ -114,6 +115,9 @@ def measure(activation, loss, seeds, widths, batch):
 
 
 def plot(rows, out):
+    """Horizontal log-scale bars, one row per (activation, loss). A missing value (torch not
+    installed) gets no bar and an "n/a" mark, an exact 0 no bar and a "0" mark: neither is
+    drawn as a small number."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -122,20 +126,42 @@ def plot(rows, out):
         return None
     cols = [("hvp_fd_worst_err_over_estimate", "exact vs FD HVP:\nworst |diff| / FD error estimate"),
             ("lanczos_vs_dense_rel", "Lanczos vs dense eigvalsh:\nmax |diff| / |λ_max|"),
-            ("torch_hvp_rel", "torch.func vs refnet HVP:\n‖diff‖ / ‖Hv‖")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-    labels = [f"{r['activation']}\n{'ce' if r['loss'] == 'cross_entropy' else r['loss']}"
+            ("torch_hvp_rel", "torch.func vs refnet HVP:\n‖diff‖ / ‖Hv‖"),
+            ("torch_lambda_max_rel", "torch vs refnet λ_max:\n|diff| / |λ_max|")]
+    n = len(rows)
+    fig, axes = plt.subplots(1, len(cols), figsize=(16, 0.28 * n + 2.2), sharey=True)
+    labels = [f"{r['activation']} / {'ce' if r['loss'] == 'cross_entropy' else r['loss']}"
               for r in rows]
+    pos = np.arange(n)
     for ax, (key, title) in zip(axes, cols):
-        vals = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
-        ax.bar(range(len(rows)), np.where(vals > 0, vals, 1e-17), color="C0")
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        raw = [r[key] for r in rows]
+        shown = [i for i, v in enumerate(raw) if v is not None and v > 0]
+        ax.barh(pos[shown], [raw[i] for i in shown], color="C0", height=0.7)
+        ax.set_xscale("log")
         ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        lo = min([raw[i] for i in shown], default=1e-16)
+        hi = max([raw[i] for i in shown], default=1.0)
         if key == "hvp_fd_worst_err_over_estimate":
-            ax.axhline(refnet.fd.SAFETY, color="C3", ls="--", label="bound (SAFETY = 10)")
-            ax.legend(fontsize=8)
-    fig.suptitle("refnet curvature: agreement per activation and loss (worst over random nets)")
+            hi = max(hi, refnet.fd.SAFETY)
+            ax.axvline(refnet.fd.SAFETY, color="C3", ls="--",
+                       label=f"bound (SAFETY = {refnet.fd.SAFETY:g})")
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.07), frameon=False)
+        ax.set_xlim(lo / 4, hi * 4)
+        for i, v in enumerate(raw):        # marks at the left edge, where a bar would start
+            if v is None or v <= 0:
+                ax.text(lo / 3.5, i, "n/a" if v is None else "0 (exact)", va="center",
+                        fontsize=7, color="C3" if v is None else "k")
+        if all(v is None for v in raw):
+            ax.set_xticks([], minor=False)
+            ax.set_xticks([], minor=True)
+            ax.text(0.5, 0.5, "torch not installed:\nnot compared", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=11, color="C3",
+                    bbox=dict(facecolor="white", edgecolor="C3"))
+    axes[0].set_yticks(pos, labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle("refnet curvature: agreement per activation / loss (worst over random nets; "
+                 "n/a: not computed)")
     fig.tight_layout()
     path = os.path.join(out, "curvature_agreement.png")
     fig.savefig(path, dpi=110)
@@ -146,7 +172,8 @@ def plot(rows, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one seed per case, small nets")
-    p.add_argument("--out", default=os.path.join("examples", "out", "curvature_agreement"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()

@@ -37,6 +37,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "edge_of_stability"
 
 from refnet import MLP  # noqa: E402
 from refnet.training import train  # noqa: E402
@@ -110,25 +111,28 @@ def plot(out, rows, summaries):
         print("matplotlib not installed: skipping the plot")
         return None
     tasks = list(dict.fromkeys(r[0] for r in rows))
-    fig, ax = plt.subplots(2, len(tasks), figsize=(6 * len(tasks), 8), squeeze=False)
+    fig, ax = plt.subplots(2, len(tasks), figsize=(7.6 * len(tasks), 8), squeeze=False,
+                           layout="constrained")
+    right = dict(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)  # off the data
     for j, task in enumerate(tasks):
         thrs = list(dict.fromkeys(r[1] for r in rows if r[0] == task))
         for thr in thrs:
             rr = [r for r in rows if r[0] == task and r[1] == thr]
             st = [r[2] for r in rr]
-            line = ax[0, j].plot(st, [r[4] for r in rr], lw=1, label=f"2/eta = {thr:g}")
-            ax[0, j].axhline(thr, ls="--", color=line[0].get_color(), lw=1)
+            line = ax[0, j].plot(st, [r[4] for r in rr], lw=1,
+                                 label=f"sharpness, eta = {2 / thr:.3g}")
+            ax[0, j].axhline(thr, ls="--", color=line[0].get_color(), lw=1,
+                             label=f"2/eta = {thr:g}")
             ax[1, j].plot(st, [r[3] for r in rr], lw=1, color=line[0].get_color(),
-                          label=f"eta = {2 / thr:.3g}")
+                          label=f"training loss, eta = {2 / thr:.3g}")
         ax[0, j].set(xlabel="step", ylabel="sharpness lambda_max",
                      title=f"{task}: sharpness (dashed: 2/eta)")
-        ax[0, j].legend()
+        ax[0, j].legend(**right)
         ax[1, j].set(xlabel="step", ylabel="training loss (MSE, mean, 1/2)", yscale="log",
                      title=f"{task}: loss")
-        ax[1, j].legend()
-    fig.tight_layout()
+        ax[1, j].legend(**right)
     path = os.path.join(out, "edge_of_stability.png")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -136,7 +140,8 @@ def plot(out, rows, summaries):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one step size per task, short runs")
-    p.add_argument("--out", default=os.path.join("examples", "out", "edge_of_stability"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     p.add_argument("--progress", action="store_true", help="progress lines on stderr")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)

@@ -33,6 +33,7 @@ import argparse
 import csv
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -43,6 +44,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "local_rank_training"
 import refnet  # noqa: E402
 from refnet.local_rank import PAPER_ATOL, jacobian_singular_values, rank_threshold  # noqa: E402
 
@@ -166,44 +168,59 @@ def write_outputs(task, rec, cfg, summary, out):
                               **{p: np.asarray(rec[p]).tolist() for p in POLICIES}}}, f, indent=1)
 
 
+STYLES = {"atol": ("-", 1.6, f"atol τ = {PAPER_ATOL:g}"), "rtol": ("-.", 1.2, "rtol 1e-3·σ_max"),
+          "exact": ("--", 1.0, "exact rank")}
+
+
 def plot(results, out):
+    """Loss (top) and the local rank of every layer under every policy (bottom), one column
+    per dataset; every curve has a legend entry, the legends sit outside the data."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
     except ImportError:
         print("matplotlib not installed: no PNG (pip install matplotlib)")
         return None
-    fig, axes = plt.subplots(2, len(results), figsize=(6.2 * len(results), 7.5), squeeze=False,
-                             sharex="col")
+    fig, axes = plt.subplots(2, len(results), figsize=(6.4 * len(results), 9.6), squeeze=False,
+                             sharex="col", gridspec_kw={"height_ratios": (1, 1.25)})
     for j, (task, rec, summ) in enumerate(results):
         steps = np.maximum(np.array(rec["step"]), 0.5)  # step 0 drawn at 0.5 on the log axis
         ax = axes[0, j]
-        ax.loglog(steps, rec["loss"], "k-")
+        ax.loglog(steps, rec["loss"], "k-", label="training loss")
         ax.set_ylabel("training loss" + (" (½ mean sq.)" if task["loss"] == "mse" else " (cross-entropy)"))
         ax.set_title(f"{task['name']}: {task['description']}", fontsize=8)
         ax.axvline(max(summ["flat_until"], 0.5), color="gray", ls=":", lw=1,
-                   label="first fall of the atol local rank")
-        ax.legend(fontsize=8)
+                   label=f"first fall of the {STYLES['atol'][2]} local rank")
+        ax.legend(fontsize=8, loc="best")
         ax = axes[1, j]
         L = len(task["widths"]) - 1
         colors = plt.cm.viridis(np.linspace(0, 0.9, L))
-        for l in range(L):
-            ax.semilogx(steps, np.asarray(rec["atol"])[:, l], "-", color=colors[l],
-                        label=f"layer {l + 1} (n={task['widths'][l + 1]}), atol 0.01")
-            ax.semilogx(steps, np.asarray(rec["exact"])[:, l], "--", color=colors[l], lw=1,
-                        label=f"layer {l + 1}, exact" if l == 0 else None)
-        ax.axhline(task["widths"][0], color="gray", ls=":", lw=1, label=f"d_in = {task['widths'][0]}")
+        # legend columns = policies (column-major filling): each column is one policy's
+        # layers followed by one reference line (or a blank), so every curve is named
+        refs = [ax.axhline(task["widths"][0], color="gray", ls=":", lw=1,
+                           label=f"d_in = {task['widths'][0]}")]
         if task["k"]:
-            ax.axhline(task["k"], color="red", ls=":", lw=1, label=f"teacher dimension k = {task['k']}")
+            refs.append(ax.axhline(task["k"], color="red", ls=":", lw=1,
+                                   label=f"teacher dimension k = {task['k']}"))
+        blank = Line2D([], [], alpha=0, label=" ")
+        handles = []
+        for pi, (p, (ls, lw, name)) in enumerate(STYLES.items()):
+            r = np.asarray(rec[p])
+            for l in range(L):
+                handles += ax.semilogx(steps, r[:, l], ls, color=colors[l], lw=lw,
+                                       label=f"layer {l + 1} (n={task['widths'][l + 1]}), {name}")
+            handles.append(refs[pi] if pi < len(refs) else blank)
         ax.set_xlabel("step (log; step 0 at 0.5)")
         ax.set_ylabel("local rank (mean over 256 train inputs)")
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("Local rank along full-batch AdamW training (solid: τ = 0.01 absolute, the "
-                 "paper's code; dashed: exact rank)", fontsize=10)
+        ax.legend(handles=handles, fontsize=7, ncol=3, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.13), frameon=False, columnspacing=1.0)
+    fig.suptitle("Local rank along full-batch AdamW training\n(solid: τ = 0.01 absolute, the "
+                 "paper's code; dash-dot: τ = 1e-3·σ_max; dashed: exact rank)", fontsize=10)
     fig.tight_layout()
     path = os.path.join(out, "local_rank_training.png")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -251,7 +268,8 @@ def report(task, cfg, summ):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few hundred steps (seconds)")
-    ap.add_argument("--out", default=os.path.join("examples", "out", "local_rank_training"))
+    ap.add_argument("--out", default=str(OUT),
+                    help=f"output directory (default {OUT})")
     ap.add_argument("--steps", type=int, default=None, help="override the number of steps")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--weight-decay", type=float, default=1.0,

@@ -54,6 +54,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "neural_processes"
 
 from refnet import gp  # noqa: E402
 from refnet import neural_processes as NP  # noqa: E402
@@ -196,22 +197,26 @@ def plot(models, out, *, seed, n_samples):
             colour = "tab:blue" if i == 0 else "tab:red"
             ax.fill_between(xs, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.25,
                             lw=0, label=f"{name} mean ± 2σ")
-            ax.plot(xs, mean, color=colour, lw=1.8)
-            ax.plot(xs, gm, "k--", lw=1.2, label="GP posterior mean ± 2σ")
-            ax.plot(xs, gm - 2 * gs, "k:", lw=0.9)
+            ax.plot(xs, mean, color=colour, lw=1.8, label=f"{name} predictive mean")
+            ax.plot(xs, gm, "k--", lw=1.2, label="GP posterior mean")
+            ax.plot(xs, gm - 2 * gs, "k:", lw=0.9, label="GP posterior mean ± 2σ")
             ax.plot(xs, gm + 2 * gs, "k:", lw=0.9)
-            ax.plot(t.x_ctx[0], t.y_ctx[0], "ko", ms=5, label="context")
+            ax.plot(t.x_ctx[0], t.y_ctx[0], "ko", ms=5, label="context points")
             ax.set_title(f"{name}, C = {C} (ℓ = {t.lengthscale[0]:.2f}, "
                          f"σ_f = {t.signal[0]:.2f})", fontsize=10)
             if j == 0:
                 ax.set_ylabel("y")
             if i == len(models) - 1:
                 ax.set_xlabel("x")
-            if j == 0:
-                ax.legend(loc="lower left", fontsize=7, framealpha=0.85)
+    legend = {}                      # one entry per kind of curve, under the panels
+    for a in axes[:, 0]:
+        for h, lab in zip(*a.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend),
+               fontsize=9, frameon=False)
     fig.suptitle("NP (mean aggregation) vs ANP (multi-head attention) on held-out GP tasks "
                  "(Kim et al. 2019, Fig. 1/3 setting)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     path = pathlib.Path(out) / "neural_processes.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -247,8 +252,8 @@ def run(args, cfg):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small models, few steps (seconds)")
-    p.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "out"
-                                        / "neural_processes"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     p.add_argument("--steps", type=int, default=None, help="Adam steps per model")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

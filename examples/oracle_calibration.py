@@ -15,7 +15,8 @@ and gelu, batch 32, mse and cross-entropy, several seeds):
 * a relative error injected into the largest-magnitude entry of the correct result is scanned
   over 10⁻¹ … 10⁻⁸: the smallest one still MISMATCH is the detection level (median, worst).
 
-Writes ``calibration.csv`` and ``calibration.md`` to ``--out`` and prints the table.
+Writes ``calibration.csv`` and ``calibration.md`` to ``--out`` (default
+``examples/out/oracle_calibration``, wherever it is run from) and prints the table.
 """
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ import argparse
 import csv
 import json
 import os
+import pathlib
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "oracle_calibration"
 import refnet  # noqa: E402
 from refnet.oracle import compare_arrays, reference  # noqa: E402
 
@@ -134,7 +137,8 @@ def calibrate(case, quantity, dtype, bound, v, impl="torch"):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "calibration"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     try:

@@ -12,7 +12,8 @@ one step size. Four gradient estimators, each from a minibatch:
                    per sample (memory ≈ p)
 * ``exact pB``     exact backprop with the batch chosen so its memory matches the sketches'
 
-Measured: the training and test loss along the run (mean over seeds), and at the
+Measured: the training and test loss along the run (plotted: median and min–max band over
+seeds; ``summary.json``: means), and at the
 initialisation the gradient noise E‖ĝ − ∇L_train‖² split into minibatch noise (empirical over
 minibatches) and sketch noise (closed form :func:`refnet.randomized.gradient_variance`).
 
@@ -20,7 +21,7 @@ Writes to ``--out`` (default ``examples/out/randomized_backprop``): ``curves.csv
 seed, step, train_loss, test_loss), ``summary.json`` and, with matplotlib,
 ``randomized_backprop.png``.
 
-Run: ``python examples/randomized_backprop.py [--quick] [--out DIR] [--keep P]``.
+Run: ``python examples/randomized_backprop.py [--quick] [--out DIR] [--keep P] [--seeds N]``.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from functools import partial  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "randomized_backprop"
 
 import refnet  # noqa: E402
 from refnet import randomized as rd  # noqa: E402
@@ -99,27 +101,36 @@ def gradient_noise(net, data, batch, small_batch, keep, n_batches, seed):
 
 
 def plot(curves, methods, batches, out, title):
+    """Training and test loss per method: the median over seeds and, with two or more seeds,
+    the min–max band over them (the legend sits outside the axes)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for m in methods:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    n_seeds = len(curves[methods[0]])
+    for i, m in enumerate(methods):
         arr = np.array(curves[m])  # (seeds, records, 3)
         steps = arr[0, :, 0]
         for ax, col, lab in ((axes[0], 1, "training loss"), (axes[1], 2, "test loss")):
-            mean = arr[:, :, col].mean(0)
-            ax.plot(steps, mean, label=f"{m} (batch {batches[m]})")
+            vals = arr[:, :, col]
+            ax.plot(steps, np.median(vals, 0), color=f"C{i}",
+                    label=f"{m} (batch {batches[m]})" + (": median" if n_seeds > 1 else ""))
+            if n_seeds > 1:
+                ax.fill_between(steps, vals.min(0), vals.max(0), color=f"C{i}", alpha=0.18,
+                                lw=0, label=f"{m}: min–max over {n_seeds} seeds")
             ax.set_yscale("log")
             ax.set_xlabel("SGD step")
             ax.set_ylabel(f"{lab} (1/n) Σ ½(f − y)²")
     for ax in axes:
-        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(methods),
+               fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1 if n_seeds > 1 else 0.06, 1, 1))
     path = pathlib.Path(out) / "randomized_backprop.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -129,14 +140,16 @@ def plot(curves, methods, batches, out, title):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few steps, one seed (seconds)")
-    p.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "out"
-                                        / "randomized_backprop"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     p.add_argument("--keep", type=float, default=0.1, help="keep fraction p")
     p.add_argument("--batch", type=int, default=128, help="batch B")
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seeds", type=int, default=None, help="seeds (default 3; 1 with --quick)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     steps, every, seeds = (150, 25, 1) if args.quick else (3000, 50, 3)
+    seeds = args.seeds or seeds
     widths = (16, 128, 128, 1)
     B, keep = args.batch, args.keep
     probe = pytorch_init(widths, seed=0)
@@ -192,7 +205,8 @@ def main(argv=None):
               f"{summary['gradient_noise_at_init'][m]:10.3g} {tr:9.4g} {te:9.4g}")
     png = plot(curves, methods, batches, args.out,
                f"Randomized backprop at equal memory: MLP {widths}, SGD lr {args.lr}, "
-               f"B={B}, p={keep}, pB={small} (mean of {seeds} seeds)")
+               f"B={B}, p={keep}, pB={small} "
+               + (f"(median and min–max of {seeds} seeds)" if seeds > 1 else "(1 seed)"))
     summary["figure"] = None if png is None else png.name
     with open(pathlib.Path(args.out) / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)

@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "stable_minima"
 
 from refnet import MLP  # noqa: E402
 from refnet import univariate as uv  # noqa: E402
@@ -85,6 +86,7 @@ def plot(out, x, y, grid, f_star, results):
         print("matplotlib not installed: skipping the plot")
         return None
     fig, ax = plt.subplots(1, 3, figsize=(17, 5))
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)  # off the data
     a = ax[0]
     a.plot(x[:, 0], y[:, 0], "k.", ms=7, label="training data")
     a.plot(grid, f_star(grid), "k:", lw=1, label="f* (truth)")
@@ -96,7 +98,7 @@ def plot(out, x, y, grid, f_star, results):
         inside = ek.t[ek.inside]
         a.plot(inside, f(inside), "v", color=c, ms=6)
     a.set(xlabel="x", ylabel="f(x)", title="GD fits (triangles: effective knots)")
-    a.legend(fontsize=8)
+    a.legend(fontsize=8, **below)
     a = ax[1]
     for (run, ek, s), c in zip(results, ("C0", "C3")):
         h = run.history
@@ -104,7 +106,7 @@ def plot(out, x, y, grid, f_star, results):
         a.axhline(2 / s["eta"], color=c, ls="--", lw=1, label=f"2/eta = {2 / s['eta']:g}")
     a.set(xlabel="step", ylabel="lambda_max", xscale="log", yscale="log",
           title="Sharpness along training")
-    a.legend(fontsize=8)
+    a.legend(fontsize=8, **below)
     a = ax[2]
     t = np.linspace(-1.1, 1.1, 1001)
     a.plot(t, uv.weight_function(t, x), "k-", label="g(t) of the training inputs")
@@ -113,10 +115,10 @@ def plot(out, x, y, grid, f_star, results):
                label=f"knots, eta = {s['eta']:g}: sum|a|g = {s['weighted_tv1']:.3f} "
                      f"<= {s['bound_paper_eta_form']:.3g}")
     a.set(xlabel="t", ylabel="g(t)", title="Weight function and knot positions")
-    a.legend(fontsize=8)
+    a.legend(fontsize=8, **below)
     fig.tight_layout()
     path = os.path.join(out, "stable_minima.png")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -124,7 +126,8 @@ def plot(out, x, y, grid, f_star, results):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short runs")
-    p.add_argument("--out", default=os.path.join("examples", "out", "stable_minima"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     p.add_argument("--progress", action="store_true", help="progress lines on stderr")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)

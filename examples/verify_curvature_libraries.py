@@ -14,7 +14,8 @@ curvlinops and BackPACK are run under several torch losses (CrossEntropyLoss and
 its default tolerance (its stopping rule is not an error bound), converged, and converged with
 its 1e-6 normalization bias undone; its trace with all probes and with its own early stop.
 
-Writes ``summary.json`` (every comparison, every skipped library) to ``--out``.
+Writes ``summary.json`` (every comparison, every skipped library) to ``--out`` (default
+``examples/out/verify_curvature_libraries``).
 
     python examples/verify_curvature_libraries.py [--quick] [--out DIR]
 """
@@ -24,12 +25,14 @@ import argparse
 import importlib
 import json
 import os
+import pathlib
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "verify_curvature_libraries"
 
 import refnet  # noqa: E402
 from refnet import oracle  # noqa: E402
@@ -294,7 +297,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="fewer Hutchinson probes, mean losses only")
-    ap.add_argument("--out", default="verify_curvature_libraries_out", help="output directory")
+    ap.add_argument("--out", default=str(OUT), help=f"output directory (default {OUT})")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # neural-tangents imports TensorFlow

@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "verify_pytorch"
 sys.path.insert(0, str(ROOT))
 
 import refnet  # noqa: E402
@@ -300,16 +301,17 @@ def _plot(rows, out):
     ax.set_xticklabels(qs, rotation=30, ha="right")
     ax.set_ylabel("max |torch - refnet| / derived tolerance\n(exact agreement drawn at 1e-8)")
     ax.set_title("PyTorch vs refnet: worst error relative to the rounding-error bound")
-    ax.legend(loc="center left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)  # off the data
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "verify_pytorch.png"), dpi=120)
+    fig.savefig(os.path.join(out, "verify_pytorch.png"), dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="two small networks (a few seconds)")
-    p.add_argument("--out", default=str(ROOT / "examples" / "out" / "verify_pytorch"))
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     return run(args.quick, args.out)
