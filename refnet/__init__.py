@@ -6,6 +6,7 @@ losses are means over the batch, MSE with a ½; float64. Networks are built from
 :mod:`refnet.layers` (:class:`Network`) or as an :class:`MLP`; every quantity runs on both
 through :mod:`refnet.engine`.
 """
+from ._validate import NonFiniteError
 from .activations import ACTIVATIONS, get_activation
 from .backprop import jvp, loss, loss_and_grad, per_example_grads, vjp
 from .io import load, save
@@ -37,7 +38,7 @@ __all__ = [
     "MLP", "Trace", "Network", "as_network", "layers", "engine", "ACTIVATIONS", "LOSSES", "get_activation", "get_loss",
     "loss", "loss_and_grad", "per_example_grads", "vjp", "jvp",
     "input_jacobian", "input_jacobians", "param_jacobian", "ntk",
-    "save", "load", "fd",
+    "save", "load", "fd", "NonFiniteError",
     # random-depth limits
     "lyapunov_spectrum", "gaussian_lyapunov_spectrum", "network_lyapunov_spectrum",
     "variance_map", "correlation_map", "chi1", "edge_of_chaos", "depth_scale",

@@ -1,16 +1,35 @@
-"""Input checks shared by every public function.
+"""Input checks shared by every public function, and the check on what they return.
 
 Each check names the argument, what was expected and what was received, and
-returns a *new* float64 array (never a view the caller could see mutated).
+returns a *new* C-contiguous float64 array (never a view the caller could see mutated), so
+results depend only on the values of the inputs, never on their memory layout (C or
+Fortran order, strides, read-only flags).
+
+Input policy (README, *Conventions*): real floating arrays of float64, float32 or float16
+are converted to float64 exactly; long double (``np.longdouble`` wider than float64) is
+refused, since converting it would round silently; integer, boolean, complex, object,
+string and masked arrays are refused; Python numbers and (nested) lists of them are
+converted with ``float()``.
+
+Results: :func:`check_result` raises :class:`NonFiniteError` (a ``FloatingPointError``)
+naming the quantity, where the overflow happened and what to do, instead of returning inf
+or NaN (refnet's own callers that report inf/NaN opt out with :func:`allow_nonfinite`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
 import numbers
 
 import numpy as np
 
 __all__ = ["as_float_array", "as_batch", "check_finite", "as_rng", "check_positive_int",
-           "check_choice", "check_positive_float"]
+           "check_choice", "check_positive_float", "NonFiniteError", "check_result",
+           "quiet", "allow_nonfinite", "FLOAT_DTYPES"]
+
+#: the floating dtypes converted to float64 exactly (every value of theirs is a float64)
+FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16))
 
 
 def _describe(a) -> str:
@@ -19,20 +38,29 @@ def _describe(a) -> str:
 
 
 def as_float_array(a, name: str, ndim=None, shape=None, finite: bool = True) -> np.ndarray:
-    """Return a float64 copy of ``a`` after checking dtype, ndim, shape and finiteness.
+    """Return a C-contiguous float64 copy of ``a`` after checking dtype, ndim, shape and
+    finiteness (the input policy of the module docstring).
 
-    Real floating and (for convenience) Python scalars/lists of numbers are
-    accepted; booleans, integers given as arrays, complex and object arrays raise
-    ``TypeError``. ``shape`` may contain ``None`` for "any size".
+    float64, float32 and float16 arrays (either byte order) and (for convenience) Python
+    scalars/lists of numbers are accepted; long double, booleans, integers given as arrays,
+    complex, object, string and masked arrays raise ``TypeError``. ``shape`` may contain
+    ``None`` for "any size".
     """
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name}: expected a plain ndarray (a mask would be ignored); received "
+                        f"a masked array, {_describe(a)} (use a.filled(...) or a.compressed())")
     if isinstance(a, np.ndarray):
         if not np.issubdtype(a.dtype, np.floating):
-            raise TypeError(f"{name}: expected a real floating-point array (float64 or float32); "
-                            f"received {_describe(a)}")
-        arr = np.array(a, dtype=np.float64, copy=True)
+            raise TypeError(f"{name}: expected a real floating-point array (float64, float32 "
+                            f"or float16); received {_describe(a)}")
+        if a.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+            raise TypeError(f"{name}: expected float64, float32 or float16 (converted to float64 "
+                            f"exactly); received {_describe(a)}, which would be rounded (convert "
+                            f"it yourself with a.astype(np.float64) to accept the rounding)")
+        arr = np.array(a, dtype=np.float64, copy=True, order="C")
     else:
         try:
-            arr = np.array(a, dtype=np.float64, copy=True)
+            arr = np.array(a, dtype=np.float64, copy=True, order="C")
         except (TypeError, ValueError):
             raise TypeError(f"{name}: expected a real floating-point array; received "
                             f"{type(a).__name__}") from None
@@ -72,17 +100,23 @@ def as_batch(x, name: str, dim: int) -> np.ndarray:
     return arr
 
 
-def as_rng(seed) -> np.random.Generator:
-    """``np.random.Generator`` from an int seed, a ``SeedSequence`` or a Generator."""
+def as_rng(seed, name: str = "seed") -> np.random.Generator:
+    """``np.random.Generator`` from a non-negative int seed, a ``SeedSequence`` or a Generator
+    (every seed argument in refnet goes through here, so its errors name the argument)."""
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None:
-        raise TypeError("seed: expected an int or np.random.Generator (refnet is deterministic "
-                        "by default; pass a seed); received None")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
-        raise TypeError(f"seed: expected an int or np.random.Generator; received "
+        raise TypeError(f"{name}: expected an int or np.random.Generator (refnet is "
+                        f"deterministic by default; pass a seed); received None")
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name}: expected an int or np.random.Generator; received "
                         f"{type(seed).__name__}")
-    return np.random.default_rng(seed)
+    if seed < 0:
+        raise ValueError(f"{name}: expected a non-negative int (or a np.random.Generator); "
+                         f"received {int(seed)}")
+    return np.random.default_rng(int(seed))
 
 
 def check_positive_int(v, name: str, minimum: int = 1) -> int:
@@ -107,3 +141,62 @@ def check_choice(v, name: str, choices) -> str:
     if not isinstance(v, str) or v not in choices:
         raise ValueError(f"{name}: expected one of {sorted(choices)}; received {v!r}")
     return v
+
+
+# ---------------------------------------------------------------------- results
+class NonFiniteError(FloatingPointError):
+    """A quantity would have been inf or NaN (an overflow in the forward pass, the loss or a
+    derivative pass). The message names the quantity, the cause and what to do."""
+
+
+_ALLOW_NONFINITE = contextvars.ContextVar("refnet_allow_nonfinite", default=False)
+
+
+@contextlib.contextmanager
+def allow_nonfinite():
+    """Inside this context :func:`check_result` returns inf/NaN results unchecked (for
+    refnet's own callers that report them: the oracle, the training loop's divergence test)."""
+    token = _ALLOW_NONFINITE.set(True)
+    try:
+        yield
+    finally:
+        _ALLOW_NONFINITE.reset(token)
+
+
+def quiet():
+    """``np.errstate`` silencing overflow and invalid-operation warnings: quantities check
+    their results with :func:`check_result` instead of leaking ``RuntimeWarning`` lines."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """True iff every entry of the float array ``a`` is finite, in one BLAS pass in the usual
+    case: Σ a_i² is finite iff every a_i is (squares cannot cancel an inf, a NaN stays NaN),
+    unless it overflows (|a_i| > 1e154), when the entries are checked one by one."""
+    if a.ndim == 0:
+        return bool(np.isfinite(a))
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = np.vdot(a, a)
+    return bool(np.isfinite(s)) or bool(np.isfinite(a).all())
+
+
+def check_result(quantity: str, results, cause=None, what: str = "result") -> None:
+    """Raise :class:`NonFiniteError` unless every array in ``results`` (an array, a float
+    or a tuple of them) is finite. ``cause()`` (called only then) returns why, e.g.
+    ``"overflow in layer 2 (linear) of the forward pass"``.
+
+    Internal callers that handle inf and NaN themselves (the oracle reports them as
+    UNDETERMINED, ``train`` as divergence) run under :func:`allow_nonfinite` and get them back
+    unchecked; NumPy's own error settings never switch the check off."""
+    if _ALLOW_NONFINITE.get():
+        return
+    if not isinstance(results, (tuple, list)):
+        results = (results,)
+    for r in results:
+        if r is None or (math.isfinite(r) if isinstance(r, float)
+                         else _all_finite(np.asarray(r, dtype=np.float64))):
+            continue
+        why = cause() if cause is not None else "overflow"
+        raise NonFiniteError(f"{quantity}: expected a finite {what}; got inf/nan ({why}); "
+                             f"rescale the inputs (or the weights or directions) so that "
+                             f"values stay far below 1e308")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import engine
-from ._validate import as_float_array
+from ._validate import as_float_array, check_result, quiet
 from .losses import get_loss, prepare_targets
 from .mlp import MLP, Trace
 from .network import as_network
@@ -37,6 +37,41 @@ def prepare(net, x, y, loss):
     return net, x, y, lo
 
 
+def _layer_name(net, i: int) -> str:
+    """How the user numbers engine layer ``i`` (0-based): an MLP's linear layers 1..L (its
+    activations "after layer l"), a Network's ``layers[i]``."""
+    N = as_network(net)
+    if isinstance(net, MLP):
+        return f"layer {i // 2 + 1} (linear)" if i % 2 == 0 else \
+            f"the activation after layer {i // 2 + 1}"
+    return f"layers[{i}] ({N.layers[i].kind})"
+
+
+def overflow_cause(net, x, y=None, lo=None, extra: str = "") -> str:
+    """Why a quantity of ``(net, x[, y, lo])`` is not finite, for the error message: the first
+    layer of the forward pass whose output overflows, else the loss, else the derivative
+    pass (``extra`` names it). Recomputes the forward pass: called on the error path only."""
+    N = as_network(net)
+    big = f"largest |x| = {np.max(np.abs(x)):.3g}"
+    with quiet():
+        tr = engine.forward(N.layers, x, keep=False)
+        for i, v in enumerate(tr.values[1:]):
+            if not np.isfinite(v).all():
+                return f"overflow in {_layer_name(net, i)} of the forward pass, {big}"
+        if lo is not None:
+            f = tr.output
+            if not np.isfinite(lo.value(f, y)):
+                return (f"overflow in the {lo.name} loss, largest |f(x)| = "
+                        f"{np.max(np.abs(f)):.3g}, {big}")
+    return f"overflow in the {extra or 'derivative'} pass, {big}"
+
+
+def _checked(quantity, results, net, x, y=None, lo=None, extra=""):
+    """``results`` after :func:`refnet._validate.check_result` (the cause found lazily)."""
+    check_result(quantity, results, lambda: overflow_cause(net, x, y, lo, extra))
+    return results
+
+
 def _reverse(N, tr, u, lead, per_example=False):
     """Engine reverse sweep into a fresh ``(*lead, P)`` buffer; returns ``(buffer, us)``."""
     buf = np.zeros(lead + (N.n_params,))
@@ -56,7 +91,9 @@ def _loss_and_grad(net, x, y, lo):
 def loss(net, x, y, loss="mse") -> float:
     """The training loss L (refnet's mean convention; see :mod:`refnet.losses`)."""
     net, x, y, lo = prepare(net, x, y, loss)
-    return lo.value(engine.forward(as_network(net).layers, x, keep=False).output, y)
+    with quiet():
+        v = lo.value(engine.forward(as_network(net).layers, x, keep=False).output, y)
+    return _checked("loss", v, net, x, y, lo)
 
 
 def loss_and_grad(net, x, y, loss="mse"):
@@ -79,7 +116,9 @@ def loss_and_grad(net, x, y, loss="mse"):
         ``per_example_grads(net, x, y, loss).mean(axis=0)``.
     """
     net, x, y, lo = prepare(net, x, y, loss)
-    return _loss_and_grad(net, x, y, lo)
+    with quiet():
+        out = _loss_and_grad(net, x, y, lo)
+    return _checked("loss_and_grad", out, net, x, y, lo, "backward")
 
 
 def per_example_grads(net, x, y, loss="mse") -> np.ndarray:
@@ -93,9 +132,10 @@ def per_example_grads(net, x, y, loss="mse") -> np.ndarray:
     """
     net, x, y, lo = prepare(net, x, y, loss)
     N, n = as_network(net), x.shape[0]
-    tr = engine.forward(N.layers, x)
-    G, _ = _reverse(N, tr, (lo.grad(tr.output, y) * n)[:, None], (n, 1), per_example=True)
-    return G.reshape(n, N.n_params)
+    with quiet():
+        tr = engine.forward(N.layers, x)
+        G, _ = _reverse(N, tr, (lo.grad(tr.output, y) * n)[:, None], (n, 1), per_example=True)
+    return _checked("per_example_grads", G.reshape(n, N.n_params), net, x, y, lo, "backward")
 
 
 def vjp(net, x, u):
@@ -112,11 +152,13 @@ def vjp(net, x, u):
     """
     N = as_network(net)
     x = N.check_input(x)
-    tr = engine.forward(N.layers, x)
+    with quiet():
+        tr = engine.forward(N.layers, x)
     u = as_float_array(u, "u", shape=tr.output.shape)
     buf = np.zeros((1, N.n_params))
-    dx, _ = engine.backward(N.layers, tr, u[:, None], N.views(buf), need_x=True)
-    return buf[0], dx[:, 0]
+    with quiet():
+        dx, _ = engine.backward(N.layers, tr, u[:, None], N.views(buf), need_x=True)
+    return _checked("vjp", (buf[0], dx[:, 0]), net, x, extra="backward (vector-Jacobian)")
 
 
 def jvp(net, x, dparams=None, dx=None) -> np.ndarray:
@@ -134,15 +176,19 @@ def jvp(net, x, dparams=None, dx=None) -> np.ndarray:
     """
     N = as_network(net)
     x = N.check_input(x)
-    tr = engine.forward(N.layers, x)
+    with quiet():
+        tr = engine.forward(N.layers, x)
     pd = [None] * N.depth
     if dparams is not None:
         dparams = as_float_array(dparams, "dparams", shape=(N.n_params,))
         pd = [v or None for v in N.views(dparams[None])]
     if dx is not None:
         dx = as_float_array(dx, "dx", shape=x.shape)[:, None]
-    _, _, ydot = engine.tangent(N.layers, tr, pd, dx)
-    return np.zeros_like(tr.output) if ydot is None else ydot[:, 0]
+    with quiet():
+        _, _, ydot = engine.tangent(N.layers, tr, pd, dx)
+    out = np.zeros_like(tr.output) if ydot is None else ydot[:, 0]
+    _checked("jvp", (tr.output, out), net, x, extra="forward-mode (Jacobian-vector)")
+    return out
 
 
 # ---------------------------------------------------------------------------- MLP internals

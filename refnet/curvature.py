@@ -27,10 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import fd
-from ._validate import as_rng, check_choice, check_positive_float, check_positive_int
-from .backprop import prepare
-from .rop import CurvatureContext, _context, _hvp_fd, apply, hvp, hvp_fd
+from . import engine, fd, rop
+from ._validate import (NonFiniteError, as_rng, check_choice, check_positive_float,
+                        check_positive_int, check_result, quiet)
+from .backprop import overflow_cause, prepare
+from .rop import CurvatureContext, _context, _hvp_fd, apply
 from .jacobians import _param_jacobian
 from .network import as_network
 
@@ -41,6 +42,44 @@ __all__ = ["hvp", "hvp_fd", "CurvatureOperator", "hessian_operator", "gauss_newt
 #: the spectrum ends :func:`hessian_eigenvalues` can target
 WHICH = ("largest", "smallest", "both", "largest_magnitude")
 _BLOCK = 64  # identity columns per block when a dense matrix is assembled from products
+
+
+# ============================================================================ overflow checks
+def _cause_of(net, x, y, loss, extra):
+    """The cause of a non-finite result (error path only: re-validates and re-runs)."""
+    net, x, y, lo = prepare(net, x, y, loss)
+    return overflow_cause(net, x, y, lo, extra)
+
+
+def hvp(net, x, y, v, loss="mse", method: str = "exact", richardson: int = 1):
+    with quiet():
+        out = rop.hvp(net, x, y, v, loss, method, richardson)
+    check_result("hvp", (out.value, out.error) if method == "fd" else out,
+                 lambda: _cause_of(net, x, y, loss, "Hessian-vector product"))
+    return out
+
+
+def hvp_fd(net, x, y, v, loss="mse", richardson: int = 1):
+    with quiet():
+        out = rop.hvp_fd(net, x, y, v, loss, richardson)
+    check_result("hvp_fd", (out.value, out.error),
+                 lambda: _cause_of(net, x, y, loss, "finite-difference gradient"))
+    return out
+
+
+hvp.__doc__ = rop.hvp.__doc__ + """
+    Raises :class:`refnet.NonFiniteError` instead of returning inf or NaN.
+    """
+hvp_fd.__doc__ = rop.hvp_fd.__doc__
+
+
+def _checked_context(quantity, net, x, y, lo) -> CurvatureContext:
+    """:func:`refnet.rop._context` with its forward output, loss and gradient checked."""
+    with quiet():
+        ctx = _context(net, x, y, lo)
+    check_result(quantity, (ctx.output, ctx.value, ctx.grad),
+                 lambda: overflow_cause(net, x, y, lo, "backward"))
+    return ctx
 
 
 # ============================================================================ operators
@@ -58,19 +97,25 @@ class CurvatureOperator(LinearOperator):
     n_products : int, the number of vectors multiplied so far (matvec counts 1, matmat k)
     """
 
-    def __init__(self, context: CurvatureContext, kind: str):
+    def __init__(self, context: CurvatureContext, kind: str, quantity: str = None):
         P = context.n_params
         super().__init__(dtype=np.dtype(np.float64), shape=(P, P))
         self.context = context
         self.kind = kind
         self.n_products = 0
+        self.quantity = quantity or f"{kind}_operator"
 
     def _matmat(self, X):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[:, None]
         self.n_products += X.shape[1]
-        return apply(self.context, X, gauss_newton=self.kind == "gauss_newton")
+        with quiet():
+            out = apply(self.context, X, gauss_newton=self.kind == "gauss_newton")
+        check_result(self.quantity, out, lambda: (
+            f"overflow in the {self.kind} product, largest |v| = {np.max(np.abs(X)):.3g}, "
+            f"largest |x| = {np.max(np.abs(self.context.x)):.3g}"))
+        return out
 
     def _matvec(self, x):
         x = np.asarray(x, dtype=np.float64).reshape(-1)
@@ -99,7 +144,7 @@ def hessian_operator(net, x, y, loss="mse") -> CurvatureOperator:
     ``(P,)`` or ``(P, k)``. Works with ``scipy.sparse.linalg.eigsh`` / ``cg`` / ``minres``.
     """
     net, x, y, lo = prepare(net, x, y, loss)
-    return CurvatureOperator(_context(net, x, y, lo), "hessian")
+    return CurvatureOperator(_checked_context("hessian_operator", net, x, y, lo), "hessian")
 
 
 def gauss_newton_operator(net, x, y, loss="mse") -> CurvatureOperator:
@@ -110,7 +155,8 @@ def gauss_newton_operator(net, x, y, loss="mse") -> CurvatureOperator:
     §3); G is positive semidefinite for convex losses (mse, cross_entropy).
     """
     net, x, y, lo = prepare(net, x, y, loss)
-    return CurvatureOperator(_context(net, x, y, lo), "gauss_newton")
+    return CurvatureOperator(_checked_context("gauss_newton_operator", net, x, y, lo),
+                             "gauss_newton")
 
 
 def _dense_from_operator(op: CurvatureOperator) -> np.ndarray:
@@ -157,11 +203,14 @@ def hessian(net, x, y, loss="mse", method: str = "exact", symmetrize: bool = Tru
     P = net.n_params
     info = {"method": method}
     if method == "exact":
-        op = CurvatureOperator(_context(net, x, y, lo), "hessian")
+        op = CurvatureOperator(_checked_context("hessian", net, x, y, lo), "hessian", "hessian")
         H = _dense_from_operator(op)
         info["evaluations"] = op.n_products
     else:
-        res = _hvp_fd(net, x, y, lo, np.eye(P), False, richardson)
+        with quiet():
+            res = _hvp_fd(net, x, y, lo, np.eye(P), False, richardson)
+        check_result("hessian", (res.value, res.error),
+                     lambda: overflow_cause(net, x, y, lo, "finite-difference gradient"))
         H = res.value
         info.update(evaluations=res.evaluations, error=res.error, h=res.h)
         kinked = np.zeros(P, dtype=bool)
@@ -211,10 +260,15 @@ def gauss_newton(net, x, y, loss="mse") -> np.ndarray:
     ndarray ``(P, P)``
     """
     net, x, y, lo = prepare(net, x, y, loss)
-    J = _param_jacobian(net, x)                      # (n, d, P)
-    B = _loss_factor(lo, net(x), y)                  # (n, d, d)
-    M = np.matmul(B, J).reshape(-1, net.n_params)
-    G = M.T @ M
+    with quiet():
+        J = _param_jacobian(net, x)                  # (n, d, P)
+        f = engine.forward(as_network(net).layers, x, keep=False).output
+    check_result("gauss_newton", f, lambda: overflow_cause(net, x))
+    with quiet():
+        B = _loss_factor(lo, f, y)                   # (n, d, d)
+        M = np.matmul(B, J).reshape(-1, net.n_params)
+        G = M.T @ M
+    check_result("gauss_newton", G, lambda: overflow_cause(net, x, extra="Jacobian product"))
     return 0.5 * (G + G.T)
 
 
@@ -468,7 +522,8 @@ def hessian_eigenvalues(net, x, y, k: int = 1, loss="mse", which: str = "largest
     if not lo_ncv <= ncv <= P:
         raise ValueError(f"ncv: expected {lo_ncv} <= ncv <= n_params = {P} (room for the "
                          f"{nwant} wanted pairs and the restart); received {ncv}")
-    op = CurvatureOperator(_context(net, x, y, lo), "hessian")
+    op = CurvatureOperator(_checked_context("hessian_eigenvalues", net, x, y, lo), "hessian",
+                           "hessian_eigenvalues")
     if method == "dense":
         H = _dense_from_operator(op)
         w, U = np.linalg.eigh(0.5 * (H + H.T))
@@ -505,7 +560,10 @@ def sharpness(net, x, y, loss="mse", **kw) -> float:
         if bad in kw:
             raise TypeError(f"{bad}: sharpness is the top eigenvalue (k=1, which='largest'); "
                             f"use hessian_eigenvalues for others; received {bad}={kw[bad]!r}")
-    r = hessian_eigenvalues(net, x, y, k=1, loss=loss, which="largest", **kw)
+    try:
+        r = hessian_eigenvalues(net, x, y, k=1, loss=loss, which="largest", **kw)
+    except NonFiniteError as e:
+        raise NonFiniteError(str(e).replace("hessian_eigenvalues:", "sharpness:", 1)) from None
     if not r.converged:
         warnings.warn(f"sharpness: {r.method} did not reach tol={r.tol:g} in {r.n_hvps} HVPs; "
                       f"the value is certified only to ±{r.residuals[0]:.3g}", RuntimeWarning,
@@ -549,7 +607,8 @@ def hessian_trace(net, x, y, loss="mse", method: str = "exact", n_samples: int =
     """
     check_choice(method, "method", ("exact", "hutchinson"))
     net, x, y, lo = prepare(net, x, y, loss)
-    op = CurvatureOperator(_context(net, x, y, lo), "hessian")
+    op = CurvatureOperator(_checked_context("hessian_trace", net, x, y, lo), "hessian",
+                           "hessian_trace")
     P = net.n_params
     if method == "exact":
         diag = np.empty(P)

@@ -364,7 +364,7 @@ def _reference(net, x, y, lo, ctx, model, m, which, k, seed):
     known (for gaps), whether it is complete, ‖H‖₂, the method and the HVPs used."""
     from .curvature import CurvatureOperator
     P = ctx.n_params
-    op = CurvatureOperator(ctx, "hessian")
+    op = CurvatureOperator(ctx, "hessian", "compare_eigenpairs")
     if P <= DENSE_MAX:
         X, spectrum, idx, desc = _dense_reference(ctx, op, m, which)
         norm_h, complete, used = float(np.max(np.abs(spectrum))), True, op.n_products
@@ -515,7 +515,6 @@ def compare_eigenpairs(net, x, y, values, vectors=None, *, loss="mse", which="la
     shape or with a zero or non-finite column, a bad ``which``, ``solver_rtol`` or ``k``.
     """
     from .backprop import prepare
-    from .rop import _context
     net, x, y, lo = prepare(net, x, y, loss)
     which = _canonical_which(which)
     P = net.n_params
@@ -528,7 +527,8 @@ def compare_eigenpairs(net, x, y, values, vectors=None, *, loss="mse", which="la
     u_t = unit_roundoff(_precision_of(values, vectors))
     order = _sort_order(vals, which)
     vals = vals[order]
-    ctx = _context(net, x, y, lo)
+    from .curvature import _checked_context
+    ctx = _checked_context("compare_eigenpairs", net, x, y, lo)
     model = _rounding_model(ctx)
     ref = _reference(net, x, y, lo, ctx, model, m, which, kk, rng)
     cert = None if V is None else _certify(ctx, model, V[:, order], vals, ref["norm"], u_t)

@@ -25,7 +25,8 @@ import numbers
 import numpy as np
 
 from . import engine
-from .backprop import _check_net
+from ._validate import check_result, quiet
+from .backprop import _check_net, _checked, overflow_cause
 from .layers import Linear
 from .mlp import MLP
 from .network import as_network
@@ -108,7 +109,9 @@ def input_jacobians(net, x) -> list:
     """
     net = _check_net(net)
     x = net.check_input(x)
-    return _jacobians_upto(net, x, net.depth)
+    with quiet():
+        out = _jacobians_upto(net, x, net.depth)
+    return list(_checked("input_jacobians", tuple(out), net, x, extra="forward-mode (Jacobian)"))
 
 
 def input_jacobian(net, x, layer: int = -1) -> np.ndarray:
@@ -127,7 +130,9 @@ def input_jacobian(net, x, layer: int = -1) -> np.ndarray:
     net = _check_net(net)
     x = net.check_input(x)
     layer = _layer_index(net, layer)
-    return _jacobian_of_layer(net, x, layer)
+    with quiet():
+        out = _jacobian_of_layer(net, x, layer)
+    return _checked("input_jacobian", out, net, x, extra="Jacobian")
 
 
 def _jacobian_of_layer(net, x: np.ndarray, layer: int) -> np.ndarray:
@@ -159,7 +164,10 @@ def param_jacobian(net, x) -> np.ndarray:
     Memory is ``batch * d_out * n_params`` floats.
     """
     net = _check_net(net)
-    return _param_jacobian(net, net.check_input(x))
+    x = net.check_input(x)
+    with quiet():
+        out = _param_jacobian(net, x)
+    return _checked("param_jacobian", out, net, x, extra="backward (Jacobian)")
 
 
 def ntk(net, x1, x2=None) -> np.ndarray:
@@ -174,8 +182,15 @@ def ntk(net, x1, x2=None) -> np.ndarray:
     ndarray ``(n1, n2, d_out, d_out)``, ``[i, j, k, m] = ⟨∂f_k(x1_i)/∂θ, ∂f_m(x2_j)/∂θ⟩``
     """
     net = _check_net(net)
-    J1 = _param_jacobian(net, net.check_input(x1, "x1"))
-    J2 = J1 if x2 is None else _param_jacobian(net, net.check_input(x2, "x2"))
-    n1, K, P = J1.shape
-    n2 = J2.shape[0]
-    return (J1.reshape(n1 * K, P) @ J2.reshape(n2 * K, P).T).reshape(n1, K, n2, K).transpose(0, 2, 1, 3)
+    x1 = net.check_input(x1, "x1")
+    x2 = None if x2 is None else net.check_input(x2, "x2")
+    with quiet():
+        J1 = _param_jacobian(net, x1)
+        J2 = J1 if x2 is None else _param_jacobian(net, x2)
+        n1, K, P = J1.shape
+        n2 = J2.shape[0]
+        K12 = (J1.reshape(n1 * K, P) @ J2.reshape(n2 * K, P).T).reshape(n1, K, n2, K)
+    out = K12.transpose(0, 2, 1, 3)
+    check_result("ntk", out, lambda: overflow_cause(
+        net, x1 if x2 is None else np.concatenate([x1, x2]), extra="Jacobian product (J Jᵀ)"))
+    return out

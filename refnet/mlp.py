@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validate import as_batch, as_float_array, as_rng, check_positive_int
+from ._validate import as_batch, as_float_array, as_rng, check_positive_int, quiet
 from .activations import get_activation
 
 __all__ = ["MLP", "Trace", "INITS"]
@@ -253,12 +253,13 @@ class MLP:
         return as_batch(x, name, self.d_in)
 
     def forward(self, x) -> Trace:
-        """Forward pass keeping every pre-activation and activation (see :class:`Trace`)."""
-        return _forward(self, self.check_input(x))
+        """Forward pass keeping every pre-activation and activation (see :class:`Trace`);
+        :class:`refnet.NonFiniteError` if the output overflows."""
+        return _checked_forward(self, self.check_input(x), "forward")
 
     def __call__(self, x) -> np.ndarray:
         """``f(x)``: ``(batch, d_in)`` -> ``(batch, d_out)``."""
-        return _forward(self, self.check_input(x)).output
+        return _checked_forward(self, self.check_input(x), "net(x)").output
 
     def __repr__(self):
         return (f"MLP(widths={self.widths}, activation={self.activation!r}, "
@@ -272,6 +273,15 @@ class MLP:
                 and np.array_equal(self.params, other.params))
 
     __hash__ = None
+
+
+def _checked_forward(net: MLP, x: np.ndarray, quantity: str) -> Trace:
+    """:func:`_forward` without warnings, then one finiteness check of the output."""
+    from .backprop import _checked
+    with quiet():
+        tr = _forward(net, x)
+    _checked(quantity, tr.output, net, x)
+    return tr
 
 
 def _forward(net: MLP, x: np.ndarray) -> Trace:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from ._validate import as_float_array
+from ._validate import as_float_array, quiet
 from .layers.base import Layer
 
 __all__ = ["Network", "as_network"]
@@ -190,10 +190,20 @@ class Network:
         return arr
 
     def forward(self, x) -> engine.ForwardTrace:
-        return engine.forward(self.layers, self.check_input(x))
+        """Every layer's value and cache; :class:`refnet.NonFiniteError` if the output
+        overflows."""
+        return self._checked_forward(self.check_input(x), True, "forward")
 
     def __call__(self, x) -> np.ndarray:
-        return engine.forward(self.layers, self.check_input(x), keep=False).output
+        """``f(x)``: ``(batch, *in_shape)`` -> ``(batch, *out_shape)``."""
+        return self._checked_forward(self.check_input(x), False, "net(x)").output
+
+    def _checked_forward(self, x, keep, quantity):
+        from .backprop import _checked
+        with quiet():
+            tr = engine.forward(self.layers, x, keep=keep)
+        _checked(quantity, tr.output, self, x)
+        return tr
 
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)

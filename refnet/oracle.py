@@ -209,7 +209,7 @@ import numpy as np
 from . import engine
 from ._threads import one_blas_thread
 from .rounding import evaluation_magnitudes as _eval_magnitudes
-from ._validate import as_float_array, check_positive_float, check_positive_int
+from ._validate import allow_nonfinite, as_float_array, check_positive_float, check_positive_int
 from .fd import gamma
 from .activations import get_activation
 from .backprop import _check_net, prepare
@@ -664,7 +664,7 @@ class Reference:
         key = (u, bound, failure_probability)
         if key not in self._cache:      # a Hessian's bound costs 2P HVPs: computed once
             gam, _ = gamma_model(bound, failure_probability, self.value.size)
-            with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN: UNDETERMINED
+            with np.errstate(over="ignore", invalid="ignore"), allow_nonfinite():   # inf/NaN: UNDETERMINED
                 a = np.asarray(self._allowed(u, gam), dtype=np.float64)
             self._cache[key] = np.broadcast_to(a, self.value.shape).copy()
         return self._cache[key].copy()
@@ -709,7 +709,7 @@ class Reference:
         u = unit_roundoff(precision)
         c = estimate_factor(failure_probability, ESTIMATE_SAMPLES, self.value.size)
         worst = self.allowed(precision, "worst-case")
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"), allow_nonfinite():
             spread = np.max(np.abs(self._cache[key] - self.value), axis=0)
             est = c * np.maximum(spread, u * np.abs(self.value)) + self._solver_term(
                 u, failure_probability)
@@ -859,7 +859,7 @@ def reference(quantity, net, x, y=None, loss="mse", v=None, layer=None, k=None,
     opts = dict(options, layer=layer, k=k, rank_atol=rank_atol, rank_rtol=rank_rtol)
     # overflow (inputs of size 1e160 squared in the loss) gives inf/NaN entries: reported by
     # a note here and as UNDETERMINED by compare, not as numpy warnings from inside refnet
-    with one_blas_thread(small), np.errstate(over="ignore", invalid="ignore"):
+    with one_blas_thread(small), np.errstate(over="ignore", invalid="ignore"), allow_nonfinite():
         return _reference(quantity, net, x, y, loss, v, opts, progress)
 
 
@@ -2555,7 +2555,7 @@ def compare_arrays(ref: Reference, theirs, rtol=None, atol=None, precision=None,
         t = -np.sort(-t, axis=-1)
         notes = notes + ["spectra are compared after sorting both sides in descending order"]
     if explicit:
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"), allow_nonfinite():
             allowed = explicit[1] + explicit[0] * np.abs(r)
     else:
         allowed, tol_info = _derived_tolerance(ref, precision, bound, failure_probability)

@@ -324,7 +324,7 @@ CORRUPT = {
     "wrong shape": (dict(_good_arrays(), **{"0.weight": np.ones((3, 4))}),
                     r"parameter '0.weight' has shape \(3, 4\), expected \(4, 3\)"),
     "int parameter": (dict(_good_arrays(), **{"2.weight": np.ones((2, 4), dtype=int)}),
-                      r"parameter '2.weight' must be a float array; received dtype int"),
+                      r"parameter '2.weight' must be a float64 or float32 array; received dtype int"),
     "nan parameter": (dict(_good_arrays(), **{"0.bias": np.array([0, np.nan, 0, 0.])}),
                       r"parameter '0.bias' has 1 non-finite entries"),
     "inf parameter": (dict(_good_arrays(), **{"2.weight": np.full((2, 4), -np.inf)}),
@@ -345,7 +345,7 @@ CORRUPT = {
                              r"missing key 'architecture'"),
     "unsupported version": (dict(_good_arrays(), version=np.array(3)),
                             r"version array\(3\) is not supported \(expected 2 for format "
-                            r"'refnet.network'\)"),
+                            r"'refnet.network': a 0-d integer array\)"),
     "version 1 with network format": (dict(_good_arrays(), version=np.array(1)),
                                       r"version array\(1\) is not supported"),
     "missing version": ({k: v for k, v in _good_arrays().items() if k != "version"},
@@ -477,3 +477,49 @@ def test_unreadable_files(tmp_path):
         refnet.load(tmp_path / "one.npy")
     with pytest.raises(ValueError, match=r"missing.npz: no such file"):
         refnet.load(tmp_path / "missing.npz")
+
+
+# ====================================================================== permissions, temp files
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_save_honours_the_umask(tmp_path, umask):
+    """The file gets 0666 minus the umask (like open()), not always 0600."""
+    import os
+    old = os.umask(umask)
+    try:
+        refnet.save(tmp_path / "v1.npz", refnet.MLP.init([2, 2], seed=0))
+        refnet.save(tmp_path / "v2.npz", _vector_net())
+    finally:
+        os.umask(old)
+    for name in ("v1.npz", "v2.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_save_cleans_up_its_own_stale_temporary_files_only(tmp_path):
+    """Stale temporaries of this name (both naming patterns, older than STALE_SECONDS) are
+    removed; fresh ones, ones for another name and other files are left alone."""
+    import os
+    old = time.time() - io.STALE_SECONDS - 60
+    names = {".tmp-refnet-0123456789abcdef-net.npz": False,     # stale, this name: removed
+             ".tmp-abc_e9z1net.npz": False,                       # earlier versions' pattern
+             ".tmp-refnet-fedcba9876543210-net.npz.fresh": True,  # another target name
+             ".tmp-refnet-fedcba9876543210-other.npz": True,      # another target
+             ".tmp-notours-net.npz": True,                        # not our pattern
+             ".tmp-refnet-00000000000000000-net.npz": True}       # 17 hex: not our pattern
+    for n in names:
+        (tmp_path / n).write_bytes(b"partial")
+        os.utime(tmp_path / n, (old, old))
+    fresh = tmp_path / ".tmp-refnet-1111111111111111-net.npz"
+    fresh.write_bytes(b"being written right now")                # a concurrent save: kept
+    refnet.save(tmp_path / "net.npz", _vector_net())
+    left = {f.name for f in tmp_path.iterdir()}
+    assert left == {"net.npz", fresh.name} | {n for n, keep in names.items() if keep}
+
+
+def test_save_failure_leaves_no_temporary_file_v1(tmp_path, monkeypatch):
+    """A failing np.savez (version 1): the exception propagates, nothing is left behind."""
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        refnet.save(tmp_path / "m.npz", refnet.MLP.init([2, 2], seed=0))
+    assert list(tmp_path.iterdir()) == []

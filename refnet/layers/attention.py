@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import as_rng
 from .base import Layer, add_or_none, frozen, matmul_last
 
 __all__ = ["MultiheadAttention"]
@@ -136,8 +137,8 @@ class MultiheadAttention(Layer):
                              f"received {h!r}")
         if not isinstance(self.causal, (bool, np.bool_)):
             raise ValueError(f"causal: expected True or False; received {self.causal!r}")
-        object.__setattr__(self, "in_proj_weight", frozen(w))
-        object.__setattr__(self, "out_proj_weight", frozen(wo))
+        for name in ("in_proj_weight", "out_proj_weight"):
+            object.__setattr__(self, name, frozen(getattr(self, name), name))
         object.__setattr__(self, "num_heads", int(h))
         object.__setattr__(self, "causal", bool(self.causal))
         for name, size in (("in_proj_bias", 3 * d), ("out_proj_bias", d)):
@@ -147,7 +148,7 @@ class MultiheadAttention(Layer):
                 if b.shape != (size,):
                     raise ValueError(f"{name}: expected shape ({size},) for d = {d}; received "
                                      f"shape {b.shape}")
-                object.__setattr__(self, name, frozen(b))
+                object.__setattr__(self, name, frozen(getattr(self, name), name))
 
     @classmethod
     def init(cls, d: int, num_heads: int, *, causal: bool = False, bias: bool = True,
@@ -158,7 +159,7 @@ class MultiheadAttention(Layer):
         biases 0. Same distributions as torch, not the same numbers."""
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
             raise ValueError(f"d: expected a positive integer; received {d!r}")
-        rng = np.random.default_rng(seed)
+        rng = as_rng(seed)
         a = np.sqrt(6.0 / (d + 3 * d))
         w = rng.uniform(-a, a, size=(3 * d, d))
         wo = rng.uniform(-1 / np.sqrt(d), 1 / np.sqrt(d), size=(d, d))

@@ -40,14 +40,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import as_float_array
+
 __all__ = ["Layer", "frozen", "matmul_last", "sum_to_k", "add_or_none", "MISSING"]
 
 MISSING = object()
 
 
-def frozen(a) -> np.ndarray:
-    """A read-only float64 copy of ``a``."""
-    a = np.array(a, dtype=np.float64, copy=True)
+def frozen(a, name: str = "parameter") -> np.ndarray:
+    """A read-only, C-contiguous float64 copy of ``a`` (so results never depend on the
+    memory layout the caller's parameters had), checked like every input
+    (:func:`refnet._validate.as_float_array`: real floats, finite; errors name ``name``)."""
+    a = as_float_array(a, name)
     a.flags.writeable = False
     return a
 

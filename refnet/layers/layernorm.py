@@ -71,11 +71,7 @@ def _row(p: np.ndarray, ndim: int) -> np.ndarray:
 
 def _param(value, name: str, d: int) -> np.ndarray:
     """A read-only float64 copy of ``value``, which must have shape ``(d,)``."""
-    try:
-        a = frozen(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a float array of shape ({d},); received "
-                        f"{type(value).__name__}") from None
+    a = frozen(value, name)
     if a.shape != (d,):
         raise ValueError(f"{name}: expected shape ({d},) for d = {d}; received shape {a.shape}")
     return a

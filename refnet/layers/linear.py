@@ -32,13 +32,13 @@ class Linear(Layer):
         if w.ndim != 2 or 0 in w.shape:
             raise ValueError(f"weight: expected a non-empty (n_out, n_in) matrix; received "
                              f"shape {w.shape}")
-        object.__setattr__(self, "weight", frozen(w))
+        object.__setattr__(self, "weight", frozen(self.weight, "weight"))
         if self.bias is not None:
             b = np.asarray(self.bias)
             if b.shape != (w.shape[0],):
                 raise ValueError(f"bias: expected shape ({w.shape[0]},) to match weight "
                                  f"{w.shape}; received shape {b.shape}")
-            object.__setattr__(self, "bias", frozen(b))
+            object.__setattr__(self, "bias", frozen(self.bias, "bias"))
 
     @classmethod
     def _trusted(cls, weight, bias):

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validate import as_rng, check_choice, check_positive_float, check_positive_int
+from .._validate import allow_nonfinite, as_rng, check_choice, check_positive_float, check_positive_int
 from ..backprop import _loss_and_grad, prepare
 from .batches import minibatches
 from .optimizers import BY_NAME, OPTIMIZERS, check_betas
@@ -405,7 +405,7 @@ def train(net, x, y, loss="mse", *, optimizer="gd", lr=None, steps=1000, batch_s
                None if batch_size is None else minibatches(pb.x.shape[0], batch_size, rng),
                grad_fn, rng, tol, diverge_factor, History(record, callback, ctx),
                _Progress(progress, steps))
-    with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected instead
+    with np.errstate(over="ignore", invalid="ignore"), allow_nonfinite():  # divergence is detected
         theta, status, diverged_at, message = _run(s, pb.theta0)
     s.progress.done(message)
     history = s.history.arrays()
