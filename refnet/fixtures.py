@@ -54,13 +54,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _publish(path):
-    """Give a file written by ``atomic_write`` (mode 0600) the usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def fixture_cases():
     """The fixtures as :class:`refnet.cases.NetCase` objects plus their HVP direction:
     list of ``(name, case, v)``."""
@@ -136,8 +129,6 @@ def write_fixtures(out_dir, progress=None) -> dict:
         fname, mname = f"{name}.npz", f"{name}.model.npz"
         atomic_write(os.path.join(out_dir, fname), lambda fh: np.savez(fh, **arrays))
         save(os.path.join(out_dir, mname), net)
-        _publish(os.path.join(out_dir, fname))
-        _publish(os.path.join(out_dir, mname))
         fixtures.append({
             "name": name, "file": fname, "model_file": mname, "activation": net.activation,
             "bias": net.has_bias, "widths": list(net.widths), "depth": net.depth,
@@ -175,8 +166,6 @@ def write_fixtures(out_dir, progress=None) -> dict:
     atomic_write(os.path.join(out_dir, "manifest.json"), lambda fh: fh.write(text.encode()))
     atomic_write(os.path.join(out_dir, "verify_fixtures.py"),
                  lambda fh: fh.write(VERIFY_SCRIPT.encode()))
-    _publish(os.path.join(out_dir, "manifest.json"))
-    _publish(os.path.join(out_dir, "verify_fixtures.py"))
     return manifest
 
 
