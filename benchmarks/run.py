@@ -1,6 +1,6 @@
 """Benchmarks: refnet side by side with torch.func (float64) and JAX (x64) when installed.
 
-    python benchmarks/run.py [--quick] [--out benchmarks/out/results.json] [--md benchmarks/RESULTS.md]
+    python benchmarks/run.py [--quick] [--out benchmarks/out/results.json] [--md benchmarks/FLAT.md]
                              [--sizes teaching medium ...] [--only hvp sharpness ...]
                              [--threads N] [--no-torch] [--no-jax] [--previous OLD.json]
 
@@ -936,11 +936,11 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: sizes teaching and medium, 3 rounds, fewer quantities")
     ap.add_argument("--out", default=os.path.join(HERE, "out", "results.json"))
-    ap.add_argument("--md", default=None, help="also write a markdown report (RESULTS.md)")
+    ap.add_argument("--md", default=None, help="also write a markdown report (FLAT.md)")
     ap.add_argument("--sizes", nargs="+", default=None, choices=list(SIZES))
     ap.add_argument("--only", nargs="+", default=None, choices=QUANTITIES)
     ap.add_argument("--threads", type=int, default=1,
-                    help="threads for every library (default 1; see RESULTS.md for why)")
+                    help="threads for every library (default 1; see FLAT.md for why)")
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7, quick 3)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-jax", action="store_true")
