@@ -31,6 +31,8 @@ from .local_rank import jacobian_singular_values, local_rank
 from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, randomized,
                spectral, testing, univariate, working_precision)
 from . import disentanglement, gp, neural_processes, sprites, vae
+from . import sweeps
+from .sweeps import SweepResult, run_grid
 
 __version__ = "0.1.0"
 
@@ -62,4 +64,6 @@ __all__ = [
     "vae", "disentanglement", "sprites", "neural_processes", "gp",
     # the oracle's working-precision samples (bound="estimated")
     "working_precision",
+    # sweeps of independent runs on any concurrent.futures executor
+    "sweeps", "run_grid", "SweepResult",
 ]

@@ -257,23 +257,26 @@ def _hostile(files, tmp):
         (prob + ["--model", ok_model, "--inputs", arr("s.npy", struct)] + tg, "dtype"),
         (prob + ["--model", ok_model, "--inputs", arr("nan.npy", np.full((5, 3), np.inf))] + tg,
          "non-finite"),
-        (prob + ["--model", ok_model, "--inputs", arr("d4.npy", np.ones((5, 4)))] + tg, "(batch, 3)"),
+        (prob + ["--model", ok_model, "--inputs", arr("d4.npy", np.ones((5, 4)))] + tg,
+         "--inputs: expected shape (batch, 3)"),
         (prob + ["--model", ok_model, "--inputs", arr("d1.npy", np.ones(3))] + tg, "x[None, :]"),
         (prob + ["--model", ok_model, "--inputs", tmp / "trunc.npy"] + tg, "--inputs"),
         (prob + ["--model", ok_model, "--inputs", tmp / "text.npy"] + tg, "not an .npy"),
         (prob + ["--model", ok_model, "--inputs", ok_x, "--targets",
-                 arr("y3.npy", np.ones((5, 3)))], "(5, 2)"),
+                 arr("y3.npy", np.ones((5, 3)))], "--targets: expected shape (5, 2)"),
         (["compute", "grad", "--model", ok_model, "--inputs", ok_x, "--loss", "cross_entropy",
           "--targets", arr("lab.npy", np.array([0, 1, 2, 0, 1]))], "labels in [0, 2)"),
         (prob + ["--model", ok_model, "--inputs", ok_x], "--targets"),
         (["compute", "hvp", "--model", ok_model, "--inputs", ok_x] + tg, "--vector"),
         (["compute", "hvp", "--model", ok_model, "--inputs", ok_x, "--vector",
-          arr("v3.npy", np.ones(3))] + tg, "v: expected shape"),
-        (["compute", "input-jacobian", "--model", ok_model, "--inputs", ok_x, "--layer", 9], "layer"),
+          arr("v3.npy", np.ones(3))] + tg, "--vector: expected shape"),
+        (["compute", "input-jacobian", "--model", ok_model, "--inputs", ok_x, "--layer", 9],
+         "--layer: expected 1..3"),
         (prob + ["--model", ok_model, "--inputs", ok_x, "--layer", 1] + tg, "--layer"),
-        (["compute", "eigenvalues", "--model", ok_model, "--inputs", ok_x, "--k", 10 ** 6] + tg, "k"),
+        (["compute", "eigenvalues", "--model", ok_model, "--inputs", ok_x, "--k", 10 ** 6] + tg,
+         "--k: expected k <= n_params"),
         (["compute", "local-rank", "--model", ok_model, "--inputs", ok_x, "--rank-atol", -1],
-         "atol"),
+         "--rank-atol: expected a finite number >= 0"),
         (["compute", "ntk", "--model", ok_model, "--inputs", ok_x, "--out", tmp / "r.txt"], ".npy or .npz"),
         (["compute", "ntk", "--model", ok_model, "--inputs", ok_x, "--out", tmp / "no" / "r.npy"],
          "does not exist"),
@@ -470,3 +473,87 @@ def test_compute_counts_non_finite_tolerances(undetermined_files, capsys):
     assert rc == 0 and doc["value"] == "inf"
     assert doc["tolerances"]["float64"]["n_not_finite"] == 1
     assert any("UNDETERMINED" in n for n in doc["notes"])
+
+
+# ============================================================================ errors name flags
+def test_errors_name_the_flag_not_the_python_argument(files, tmp_path, capsys):
+    """Every library error about an argument opens with the flag the user typed (issue 20:
+    `y`, `v`, `x`, `k`, `layer` were leaking from the library)."""
+    d, ok = files["dir"], common(files)
+    np.save(tmp_path / "y3.npy", np.ones((5, 3)))
+    np.save(tmp_path / "v3.npy", np.ones(3))
+    np.save(tmp_path / "lab.npy", np.array([0, 1, 2, 0, 1]))
+    tg = ["--targets", d / "y.npy"]
+    cases = [
+        (["compute", "grad", *ok, "--targets", tmp_path / "y3.npy"], "--targets: expected shape"),
+        (["compute", "loss", *ok, "--loss", "cross_entropy", "--targets", tmp_path / "lab.npy"],
+         "--targets: expected labels in [0, 2)"),
+        (["compute", "hvp", *ok, *tg, "--vector", tmp_path / "v3.npy"], "--vector: expected shape"),
+        (["compute", "lyapunov", *ok, "--layer", 1, "--k", 99], "--k: expected k <= "),
+        (["compute", "local-rank", *ok, "--layer", 0], "--layer: expected"),
+        (["compute", "local-rank", *ok, "--rank-rtol", -1], "--rank-rtol: expected"),
+        (["compute", "eigenvalues", *ok, *tg, "--k", 0], "--k: expected an int >= 1"),
+        (["compute", "nngp-kernel", *ok, "--sigma-w", -1], "--sigma-w: expected"),
+        (["compute", "no-such", *ok], "QUANTITY: unknown name 'no-such'"),
+    ]
+    for argv, want in cases:
+        rc, out, err = call(capsys, *argv)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+        assert err.startswith(f"refnet compute: error: {want}"), (argv, err)
+        assert "received" in err or "unknown name" in err, err
+
+
+def test_unused_flags_are_errors_before_any_file_is_read(files, tmp_path, capsys):
+    """One rule for every flag a quantity does not use: an error naming it (even when its file
+    does not exist: nothing is read)."""
+    ok, missing = common(files), tmp_path / "does-not-exist.npy"
+    cases = [(["--targets", missing], "--targets: not used by quantity 'ntk' (it takes no "
+                                      "targets); received"),
+             (["--vector", missing], "--vector: not used by quantity 'ntk'"),
+             (["--layer", 1], "--layer: not used by quantity 'ntk' (it takes --x2); received 1"),
+             (["--k", 2], "--k: not used by quantity 'ntk'")]
+    for extra, want in cases:
+        rc, _, err = call(capsys, "compute", "ntk", *ok, *extra)
+        assert rc == 2 and err.startswith(f"refnet compute: error: {want}"), err
+        assert len(err.strip().splitlines()) == 1
+    rc, out, err = call(capsys, "compute", "fisher", *ok, "--loss", "cross_entropy", "--json")
+    assert rc == 0 and json.loads(out)["loss"] == "cross_entropy"       # --loss: always taken
+
+
+def test_a_path_with_a_newline_stays_on_one_line(files, tmp_path, capsys):
+    bad = tmp_path / "two\nlines.npy"
+    bad.write_text("not an array")
+    for argv in (["--model", files["dir"] / "model.npz", "--inputs", bad],
+                 ["--model", bad, "--inputs", files["dir"] / "x.npy"],
+                 ["--model", files["dir"] / "model.npz", "--inputs", tmp_path / "no\nfile.npy"]):
+        rc, _, err = call(capsys, "compute", "ntk", *argv)
+        assert rc == 2 and len(err.splitlines()) == 1 and err.endswith("\n"), err
+        assert "\\n" in err and repr(str(bad))[1:-1] in err or "no\\nfile" in err
+
+
+def test_overflowing_inputs_give_one_line_never_a_numpy_warning(files, tmp_path):
+    """Inputs of size 1e300: values that overflow are reported (compute: notes, exit 0); a
+    solver that cannot run on them is one error line (exit 2); never a RuntimeWarning."""
+    np.save(tmp_path / "big.npy", np.full((5, 3), 1e300))
+    base = ["--model", files["dir"] / "relu.npz"]
+    np.save(tmp_path / "big4.npy", np.full((6, 4), 1e300))
+    np.save(tmp_path / "y1.npy", np.zeros((6, 3)))
+    argv = [*base, "--inputs", tmp_path / "big4.npy", "--targets", tmp_path / "y1.npy"]
+    p = run("compute", "sharpness", *argv)
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("refnet compute: error: sharpness: ") and "scale" in p.stderr
+    p = run("compute", "grad", *argv)
+    assert p.returncode == 0 and p.stderr == "" and "not finite" in p.stdout, p.stderr
+
+
+def test_compute_help_lists_every_quantity_in_100_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compute", "--help"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert e.value.code == 0 and max(len(ln) for ln in lines) <= 100
+    listed = [ln.split()[0] for ln in lines[lines.index(next(ln for ln in lines if
+                                                           ln.startswith("quantities"))) + 1:]]
+    assert listed == list(QUANTITIES)
+    assert "not use" in " ".join(out.split())        # the unused-flag rule is stated

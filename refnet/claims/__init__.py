@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-__all__ = ["Check", "Claim", "ClaimResult", "claim", "all_claims", "get_claim", "run_claims"]
+__all__ = ["Check", "Claim", "ClaimResult", "claim", "all_claims", "get_claim", "select_claims",
+           "run_claim", "run_claims"]
 
 # Topic modules that register claims; each is imported by all_claims().
 _TOPICS = (
@@ -153,35 +154,58 @@ def get_claim(name: str) -> Claim:
     return claims[name]
 
 
-def run_claims(quick: bool = False, names=None, progress=None) -> list[ClaimResult]:
-    """Run claims on their built-in cases and return one :class:`ClaimResult` each.
+def select_claims(names=None) -> dict[str, Claim]:
+    """The claims ``refnet claims --only NAMES`` runs: every claim, or those named or in a
+    named topic (registration order); a ValueError naming the unknown ones."""
+    claims = all_claims()
+    if not names:
+        return claims
+    topics = {c.topic for c in claims.values()}
+    unknown = [n for n in names if n not in claims and n not in topics]
+    if unknown:
+        raise ValueError(f"claims: unknown name(s) {unknown}; expected claim names "
+                         f"{sorted(claims)} or topics {sorted(topics)}")
+    return {k: c for k, c in claims.items() if k in names or c.topic in names}
 
-    A claim holds iff every case holds. An exception inside a check counts as a
-    failure and is reported in ``error`` (the run goes on with the next claim).
+
+def run_claim(name: str, *, quick: bool = False) -> ClaimResult:
+    """Run one registered claim on its built-in cases (module-level, so a process pool or a
+    cluster can run it: the worker imports the topic modules itself; claims registered at run
+    time exist only in the process that registered them).
+
+    A claim holds iff every case holds. An exception inside a check counts as a failure and
+    is reported in ``error``.
     """
     import time
 
-    claims = all_claims()
-    if names:
-        unknown = [n for n in names if n not in claims and n not in {c.topic for c in claims.values()}]
-        if unknown:
-            raise ValueError(f"claims: unknown name(s) {unknown}; expected claim names "
-                             f"{sorted(claims)} or topics {sorted({c.topic for c in claims.values()})}")
-        claims = {k: c for k, c in claims.items() if k in names or c.topic in names}
-    results = []
-    for c in claims.values():
-        t0 = time.perf_counter()
-        checks, err = [], ""
-        try:
-            for case in c.cases(quick):
-                checks.append(c.check(case))
-        except Exception as e:  # report, do not crash the table
-            err = f"{type(e).__name__}: {e}"
-        worst = max(checks, key=lambda k: k.ratio) if checks else Check(math.nan, math.nan)
-        ok = (not err) and bool(checks) and all(k.holds for k in checks)
-        results.append(ClaimResult(c.name, c.source, c.statement, len(checks), worst.value,
-                                   worst.bound, ok, worst.detail, err,
-                                   time.perf_counter() - t0, checks))
-        if progress is not None:
-            progress(results[-1])
-    return results
+    c = get_claim(name)
+    t0 = time.perf_counter()
+    checks, err = [], ""
+    try:
+        for case in c.cases(quick):
+            checks.append(c.check(case))
+    except Exception as e:  # report, do not crash the table
+        err = f"{type(e).__name__}: {e}"
+    worst = max(checks, key=lambda k: k.ratio) if checks else Check(math.nan, math.nan)
+    ok = (not err) and bool(checks) and all(k.holds for k in checks)
+    return ClaimResult(c.name, c.source, c.statement, len(checks), worst.value, worst.bound,
+                       ok, worst.detail, err, time.perf_counter() - t0, checks)
+
+
+def run_claims(quick: bool = False, names=None, progress=None, *,
+               executor=None) -> list[ClaimResult]:
+    """Run claims on their built-in cases and return one :class:`ClaimResult` each, in
+    registration order.
+
+    ``progress(result)`` is called as each claim finishes; ``executor`` (any
+    :class:`concurrent.futures.Executor`, e.g. a ``ProcessPoolExecutor``) runs the claims in
+    parallel through :func:`refnet.sweeps.run_grid`; the results are the same as serially
+    (every claim's cases have fixed seeds), apart from ``seconds``.
+    """
+    from ..sweeps import run_grid
+
+    selected = select_claims(names)
+    grid = [{"name": n, "quick": bool(quick)} for n in selected]
+    say = None if progress is None else (lambda i, r: progress(r))
+    return list(run_grid(run_claim, grid, seed=0, seed_arg=None, executor=executor,
+                         progress=say).results)

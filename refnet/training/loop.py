@@ -380,6 +380,8 @@ def train(net, x, y, loss="mse", *, optimizer="gd", lr=None, steps=1000, batch_s
 
     Examples
     --------
+    >>> import numpy as np
+    >>> from refnet import MLP, train
     >>> net = MLP.init([1, 16, 1], "tanh", seed=0)
     >>> x = np.linspace(-1, 1, 20)[:, None]
     >>> run = train(net, x, x ** 3, lr=0.1, steps=100, record=("loss", "grad_norm"))
