@@ -29,6 +29,7 @@ import pathlib
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -38,6 +39,7 @@ OUT = pathlib.Path(__file__).resolve().parent / "out" / "stable_minima"
 from refnet import MLP  # noqa: E402
 from refnet import univariate as uv  # noqa: E402
 from refnet.curvature import sharpness  # noqa: E402
+from refnet.sweeps import run_grid  # noqa: E402
 from refnet.training import train  # noqa: E402
 
 
@@ -123,19 +125,42 @@ def plot(out, x, y, grid, f_star, results):
     return path
 
 
+def problem():
+    """The data (30 noisy points of f*) and the initial network, the same in every run."""
+    x, y, f_star = uv.make_1d_regression(30, 0.3, seed=0)
+    net = MLP.init([1, 100, 1], "relu", init=(0.2, 0.2), bias=True, seed=1)
+    return x, y, f_star, net
+
+
+def run_one(eta, steps, progress=False):
+    """One step size of the sweep (module-level and rebuilding its data, so that a process
+    pool or a cluster can run it: refnet.sweeps.run_grid)."""
+    x, y, f_star, net = problem()
+    return fit(net, x, y, eta, steps, f_star, progress)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short runs")
     p.add_argument("--out", default=str(OUT),
                    help=f"output directory (default {OUT})")
     p.add_argument("--progress", action="store_true", help="progress lines on stderr")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run the step sizes in parallel on a process pool of N workers")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers: expected an integer >= 1; received {args.workers}")
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    x, y, f_star = uv.make_1d_regression(30, 0.3, seed=0)
-    net = MLP.init([1, 100, 1], "relu", init=(0.2, 0.2), bias=True, seed=1)
+    x, y, f_star, _ = problem()
     plan = [(0.01, 3000), (0.4, 1500)] if args.quick else [(0.01, 100000), (0.4, 20000)]
-    results = [fit(net, x, y, eta, steps, f_star, args.progress) for eta, steps in plan]
+    grid = [{"eta": eta, "steps": steps, "progress": args.progress} for eta, steps in plan]
+    if args.workers == 1:
+        results = list(run_grid(run_one, grid, seed=0, seed_arg=None).results)
+    else:
+        with ProcessPoolExecutor(args.workers) as pool:
+            results = list(run_grid(run_one, grid, seed=0, seed_arg=None,
+                                    executor=pool).results)
     grid = np.linspace(-1, 1, 401)
     _write_csv(os.path.join(args.out, "data.csv"), ["x", "y"], np.hstack([x, y]).tolist())
     fits = [uv.to_univariate(r[0].net)(grid) for r in results]

@@ -159,6 +159,19 @@ class Activation:
     def __hash__(self):
         return hash(("refnet.Activation", self._spec))
 
+    def __reduce__(self):
+        """Pickle by spec (the functions are lambdas), so networks travel to process pools
+        and clusters (:func:`refnet.sweeps.run_grid`); an activation that is not registered
+        under its spec cannot be pickled."""
+        try:
+            ok = get_activation(self._spec) == self
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise TypeError(f"activation {self._spec!r}: only registered activations can be "
+                            f"pickled (refnet.ACTIVATIONS)")
+        return (get_activation, (self._spec,))
+
     def __repr__(self):
         return f"Activation({self._spec!r}: {self.formula})"
 

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from scipy.special import erf, expit
 
+import refnet
 from refnet.activations import ACTIVATIONS, Activation, get_activation
 
 EPS = np.finfo(np.float64).eps
@@ -476,3 +477,16 @@ def test_matches_torch_autograd(spec):
         theirs = theirs.detach().numpy()
         assert np.all(np.abs(ours - theirs) <= 8 * EPS * (1 + np.abs(z))), spec
         np.testing.assert_array_equal(ours[-2:], theirs[-2:])
+
+
+@pytest.mark.parametrize("spec", ["relu", "leaky_relu(slope=0.2)", "gelu(approximate='tanh')",
+                                  "tanh", "softplus", "sin"])
+def test_activations_and_networks_pickle_by_spec(spec):
+    """Networks travel to process pools and clusters (refnet.sweeps): an activation pickles as
+    its spec and comes back equal, and a pickled network computes the same bits."""
+    import pickle
+    phi = refnet.get_activation(spec)
+    assert pickle.loads(pickle.dumps(phi)) == phi
+    net = refnet.MLP.init([3, 5, 2], spec, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    assert np.array_equal(pickle.loads(pickle.dumps(net))(x), net(x))
