@@ -33,6 +33,8 @@ from refnet import cutoff as co  # noqa: E402
 from refnet import meanfield as mf  # noqa: E402
 from refnet import products as pr  # noqa: E402
 
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "deep_limits"
+
 
 def _write_csv(path, header, rows):
     with open(path, "w", newline="") as f:
@@ -93,9 +95,20 @@ def correlations(quick):
     return rows, summ
 
 
+def _cutoff_label(N, law, scale, prec):
+    """A legend entry that says what the curve is: width, weight law, rounding."""
+    w = "uniform weights U[-1/sqrt(N), 1/sqrt(N)]" if law == "uniform" and scale == 1.0 else \
+        (f"Gaussian weights N(0, {scale:g}^2/N)" if law == "gaussian" else f"uniform x{scale:g}")
+    r = (f"rounded to {prec['decimals']} decimals" if "decimals" in prec
+         else f"stored in {prec['dtype']}")
+    return f"N = {N}, {w}, {r}"
+
+
 def cutoff(quick):
     chains = 1000 if quick else 5000
-    settings = [(2, "uniform", 1.0, {"dtype": "float16"}), (2, "uniform", 1.0, {"dtype": "float32"}),
+    # the paper's figure setting first: uniform weights, N = 1 and 2, rounding to 3 decimals
+    settings = [(1, "uniform", 1.0, {"decimals": 3}), (2, "uniform", 1.0, {"decimals": 3}),
+                (2, "uniform", 1.0, {"dtype": "float16"}), (2, "uniform", 1.0, {"dtype": "float32"}),
                 (4, "gaussian", 0.8, {"dtype": "float16"}), (4, "gaussian", 0.8, {"dtype": "float32"})]
     if not quick:
         settings += [(3, "uniform", 1.0, {"decimals": 4}), (3, "uniform", 1.0, {"decimals": 12}),
@@ -106,7 +119,7 @@ def cutoff(quick):
         depth = int(math.ceil(pred.window[1] * 1.5)) + 10
         prof = co.cutoff_profile(N, depth, chains, scale=scale, law=law, seed=3, **prec)
         ps = pred.survival(prof.depths)
-        label = f"N={N} {law} x{scale} {next(iter(prec.values()))}"
+        label = _cutoff_label(N, law, scale, prec)
         for t in range(depth + 1):
             rows.append((label, t, prof.survival[t], prof.stderr[t], ps[t]))
         summ.append({"label": label, "N": N, "law": law, "scale": scale, "precision": prec,
@@ -127,7 +140,7 @@ def plot(out, lyap, net, corr, cut):
     except ImportError:
         print("matplotlib not installed: skipping the plot")
         return None
-    fig, ax = plt.subplots(2, 2, figsize=(12, 9))
+    fig, ax = plt.subplots(2, 2, figsize=(13, 12))
     a = ax[0, 0]
     k = [r[0] for r in lyap]
     a.errorbar(k, [r[1] for r in lyap], yerr=[6 * r[2] for r in lyap], fmt="o",
@@ -153,17 +166,19 @@ def plot(out, lyap, net, corr, cut):
         a.plot([r[1] for r in rr], [r[4] for r in rr], "--", color=line[0].get_color(),
                label=f"{lab} (map)")
     a.set(xlabel="layer", ylabel="correlation c_l", title="Correlation propagation")
-    a.legend(fontsize=7)
+    a.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2, frameon=False)
     a = ax[1, 1]
     labels = list(dict.fromkeys(r[0] for r in cut))
     for lab in labels:
         rr = [r for r in cut if r[0] == lab]
-        line = a.plot([r[1] for r in rr], [r[2] for r in rr], "-", label=f"{lab}")
-        a.plot([r[1] for r in rr], [r[4] for r in rr], "--", color=line[0].get_color())
+        line = a.plot([r[1] for r in rr], [r[2] for r in rr], "-", label=f"{lab}: simulated")
+        a.plot([r[1] for r in rr], [r[4] for r in rr], "--", color=line[0].get_color(),
+               label=f"{lab}: first-passage prediction")
     a.set(xlabel="depth t", ylabel="P(x_t != 0)",
           title="Cut-off: simulation (solid), first passage (dashed)")
     a.set_xscale("log")
-    a.legend(fontsize=7)
+    # outside the axes: the curves fill the panel, a legend inside would cover them
+    a.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=1, frameon=False)
     fig.tight_layout()
     path = os.path.join(out, "deep_limits.png")
     fig.savefig(path, dpi=110)
@@ -174,7 +189,7 @@ def plot(out, lyap, net, corr, cut):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes (runs in ~10 s)")
-    p.add_argument("--out", default=os.path.join("examples", "out", "deep_limits"))
+    p.add_argument("--out", default=str(OUT), help=f"output directory (default {OUT})")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()

@@ -41,6 +41,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from refnet import spectral as sp  # noqa: E402
 
+OUT = pathlib.Path(__file__).resolve().parent / "out" / "spectral_bias"
+
 
 def _finite(v):
     return [None if not np.isfinite(t) else float(t) for t in v]
@@ -72,7 +74,20 @@ def run_setting(name, amplitudes, args, widths, lr, steps, every):
         "t50": _finite(t50), "t90": _finite(t90),
         "order_learned_50": order,
         "inverted_pairs_50": inversions,
+        "norm_product_first_last": [float(run.norm_product[0]), float(run.norm_product[-1])],
+        "perturbation": _perturbation(run.net, args.seed),
     }
+
+
+def _perturbation(net, seed, sigmas=(0.003, 0.01, 0.02)):
+    """Rahaman et al. 2019 §3.2: fraction of each frequency kept under θ + σ N(0, I)."""
+    out = {}
+    for s in sigmas:
+        r = sp.perturbation_robustness(net, s, n_samples=100, seed=seed)
+        out[str(s)] = {"kept": [round(float(v), 3) for v in r.kept],
+                       "kept_stderr": [round(float(v), 3) for v in r.kept_stderr],
+                       "amplitude_ratio": [round(float(v), 3) for v in r.ratio]}
+    return out
 
 
 def plot(runs, out):
@@ -111,8 +126,7 @@ def plot(runs, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small network, few steps (seconds)")
-    p.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "out"
-                                        / "spectral_bias"))
+    p.add_argument("--out", default=str(OUT), help=f"output directory (default {OUT})")
     p.add_argument("--steps", type=int, default=None, help="Adam steps per setting")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -140,6 +154,10 @@ def main(argv=None):
         print(f"  t(90%) : {[None if v is None else int(v) for v in s['t90']]}")
         print(f"  order learned (50%): {s['order_learned_50']}, inverted pairs "
               f"{s['inverted_pairs_50']}")
+        print(f"  product of spectral norms (Lipschitz bound): first record "
+              f"{s['norm_product_first_last'][0]:.3g}, last {s['norm_product_first_last'][1]:.3g}")
+        for sig, v in s["perturbation"].items():
+            print(f"  kept under sigma={sig}: {v['kept']}")
     png = plot(runs, args.out)
     summary["figure"] = None if png is None else png.name
     with open(pathlib.Path(args.out) / "summary.json", "w") as f:

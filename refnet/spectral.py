@@ -29,11 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import (as_float_array, as_rng, check_positive_float, check_positive_int)
+from .activations import get_activation
 from .mlp import MLP, _forward
 
 __all__ = ["grid", "sum_of_sines", "random_phases", "spectrum", "network_spectrum",
            "normalized_amplitudes", "spectral_recorder", "learning_times",
-           "SpectralRun", "spectral_dynamics", "pytorch_init", "PAPER_FREQUENCIES"]
+           "SpectralRun", "spectral_dynamics", "pytorch_init", "PAPER_FREQUENCIES",
+           "spectral_norm_product", "PiecewiseLinear", "relu_pieces", "pwl_fourier_transform",
+           "pwl_fourier_coefficients", "PerturbationSpectrum", "perturbation_robustness"]
 
 #: the frequencies of Rahaman et al. 2019, Fig. 1
 PAPER_FREQUENCIES = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50)
@@ -256,6 +259,8 @@ class SpectralRun:
     steps : ints ``(R,)``; normalized : ``(R, m)`` |f̃(k_i)|/A_i; loss : ``(R,)``
     frequencies : ``(m,)``; amplitudes : ``(m,)``; phases : ``(m,)``
     net : the trained MLP; status : the training run's status
+    norm_product : ``(R,)``, :func:`spectral_norm_product` at the recorded steps (the
+        bound on the network's Lipschitz constant, Rahaman et al. 2019, §2)
     """
 
     steps: np.ndarray
@@ -266,6 +271,7 @@ class SpectralRun:
     phases: np.ndarray
     net: MLP
     status: str
+    norm_product: np.ndarray | None = None
 
     def learning_times(self, fraction: float = 0.5) -> np.ndarray:
         """See :func:`learning_times`."""
@@ -317,9 +323,271 @@ def spectral_dynamics(widths=(1, 64, 64, 1), frequencies=PAPER_FREQUENCIES, ampl
         net = MLP.init(widths, activation=activation, init=init, seed=rng)
     t = grid(n_points)
     y = sum_of_sines(t, k, a, ph)
+    rec = spectral_recorder(k, a, n_points, key="spectral")
+
+    def callback(step, net):
+        return {**rec(step, net), "norm_product": spectral_norm_product(net)}
+
     run = train(net, t, y, loss="mse", optimizer="adam", lr=lr, steps=steps, every=every,
-                record=("loss",), callback=spectral_recorder(k, a, n_points, key="spectral"),
-                diverge_factor=None)
+                record=("loss",), callback=callback, diverge_factor=None)
     h = run.history
     return SpectralRun(np.asarray(h["steps"]), np.asarray(h["spectral"]), np.asarray(h["loss"]),
-                       k, a, ph, run.net, run.status)
+                       k, a, ph, run.net, run.status, np.asarray(h["norm_product"]))
+
+
+# ------------------------------------------------------------------ Lipschitz bound (§2)
+def spectral_norm_product(net) -> float:
+    r"""The product of the weights' spectral norms, :math:`\prod_l \|W_l\|_2`.
+
+    For an activation that is 1-Lipschitz (relu, leaky_relu with slope <= 1, tanh,
+    identity) the network is :math:`\prod_l \|W_l\|_2`-Lipschitz in the input
+    (composition; Rahaman et al. 2019, §2, the bound on :math:`L_f` that limits the
+    Fourier amplitudes). The norms are the largest singular values (LAPACK ``gesdd``).
+
+    Returns
+    -------
+    float
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net: expected a refnet.MLP; received {type(net).__name__}")
+    return float(np.prod([np.linalg.norm(w, 2) for w in net.weights]))
+
+
+# ------------------------------------------------- exact Fourier transform of a ReLU network
+_PWL_ACTIVATIONS = ("relu", "leaky_relu", "identity")
+
+
+@dataclass(frozen=True, eq=False)
+class PiecewiseLinear:
+    r"""A continuous piecewise-linear function on ``[knots[0], knots[-1]]``.
+
+    Attributes
+    ----------
+    knots : ``(P + 1,)`` increasing; ``knots[0]``, ``knots[-1]`` are the interval's ends
+    values : ``(P + 1,)``, f at the knots (the network's forward pass there)
+    slopes : ``(P,)``, f' on each piece (the network's input derivative at its midpoint)
+    knot_error : ``(P + 1,)``, bounds on :math:`|\hat t_j - t_j|` from rounding (0 at the
+        ends): :math:`2\gamma_{n+1} |z|_{abs}/|z'| + 4\,\mathrm{eps}\max(|a|, |b|)` for the
+        unit whose zero crossing made the knot (:func:`relu_pieces`)
+    """
+
+    knots: np.ndarray
+    values: np.ndarray
+    slopes: np.ndarray
+    knot_error: np.ndarray
+
+    @property
+    def slope_changes(self) -> np.ndarray:
+        """:math:`\\Delta s_j = s_j - s_{j-1}` at the interior knots, ``(P - 1,)``."""
+        return np.diff(self.slopes)
+
+    def __call__(self, t) -> np.ndarray:
+        return np.interp(np.asarray(t, dtype=np.float64), self.knots, self.values)
+
+
+def _pwl_net(net):
+    if not isinstance(net, MLP):
+        raise TypeError(f"net: expected a refnet.MLP; received {type(net).__name__}")
+    if net.d_in != 1 or net.d_out != 1:
+        raise ValueError(f"net: expected a network with 1 input and 1 output; received "
+                         f"{net.d_in} -> {net.d_out}")
+    act = get_activation(net.activation)
+    if act.name not in _PWL_ACTIVATIONS:
+        raise ValueError(f"net: expected a piecewise-linear activation {_PWL_ACTIVATIONS}; "
+                         f"received {net.activation!r}")
+    return act
+
+
+def _abs_pre(net, t, layer):
+    """|W_l|(...|W_1||t| + |b_1|...) + |b_l|: the bound ``zabs`` with |ẑ − z| <= γ zabs."""
+    a = np.abs(t)[:, None]
+    for l in range(layer + 1):
+        z = a @ np.abs(net.weights[l]).T
+        if net.has_bias:
+            z += np.abs(net.biases[l])
+        a = z
+    return a
+
+
+def relu_pieces(net, interval=(0.0, 1.0)) -> PiecewiseLinear:
+    r"""The exact pieces of a 1-D ReLU (leaky ReLU, identity) network on ``[a, b]``.
+
+    Layer by layer, every pre-activation :math:`z_{l,u}(t)` is affine between the knots
+    found so far (the earlier layers' kinks), so it changes sign at most once per piece,
+    at :math:`t^* = t_i + (t_{i+1} - t_i)\, z_i / (z_i - z_{i+1})`; these zeros are the
+    layer's kinks and are added to the knots (Rahaman et al. 2019, §2: a ReLU network is
+    continuous piecewise linear, linear on each of its "polytopes", here intervals).
+    Values at the knots come from the forward pass, slopes from the input derivative
+    :math:`W_L D_{L-1} \cdots D_1 W_1` at each piece's midpoint.
+
+    Rounding: :math:`|\hat z - z| \le \gamma_{n+1} |z|_{abs}` (Higham 2002, §3.5, for each
+    dot product of :math:`n` terms), which moves a zero crossing by at most that over
+    the unit's slope :math:`|z'|`, twice (both ends), plus the interpolation's few ulps.
+
+    Parameters
+    ----------
+    net : MLP with d_in = d_out = 1 and a piecewise-linear activation
+    interval : ``(a, b)``, a < b
+
+    Returns
+    -------
+    PiecewiseLinear
+    """
+    act = _pwl_net(net)
+    a, b = (float(v) for v in interval)
+    if not (np.isfinite(a) and np.isfinite(b) and a < b):
+        raise ValueError(f"interval: expected finite (a, b) with a < b; received {interval!r}")
+    eps = np.finfo(np.float64).eps
+    t, err = np.array([a, b]), np.zeros(2)
+    for l in range(net.depth - 1):
+        z = _forward(net, t[:, None]).pre[l]
+        i, u = np.nonzero(z[:-1] * z[1:] < 0)
+        if i.size:
+            zi, zj = z[i, u], z[i + 1, u]
+            tn = t[i] + (t[i + 1] - t[i]) * (zi / (zi - zj))
+            slope = np.abs(zj - zi) / (t[i + 1] - t[i])
+            n = net.weights[l].shape[1] + 1
+            gamma = n * eps / (1 - n * eps)
+            zabs = np.maximum(_abs_pre(net, t[i], l)[np.arange(i.size), u],
+                              _abs_pre(net, t[i + 1], l)[np.arange(i.size), u])
+            en = 2 * gamma * zabs / slope + 4 * eps * max(abs(a), abs(b))
+            t = np.concatenate([t, tn])
+            err = np.concatenate([err, en])
+            order = np.argsort(t, kind="stable")
+            t, err = t[order], err[order]
+            keep = np.concatenate([[True], np.diff(t) > 0])
+            t, err = t[keep], err[keep]
+    values = _forward(net, t[:, None]).output[:, 0]
+    mid = 0.5 * (t[:-1] + t[1:])
+    tr = _forward(net, mid[:, None])
+    g = np.broadcast_to(net.weights[0][:, 0], (mid.size, net.weights[0].shape[0]))
+    for l in range(1, net.depth):
+        g = (act.df(tr.pre[l - 1]) * g) @ net.weights[l].T
+    return PiecewiseLinear(t, values, g[:, 0].copy(), err)
+
+
+def pwl_fourier_transform(pieces: PiecewiseLinear, omega) -> np.ndarray:
+    r"""Closed-form :math:`\hat f(\omega) = \int_a^b f(t)\, e^{-i\omega t}\, dt` of a
+    continuous piecewise-linear f (knots :math:`a = t_0 < \dots < t_P = b`, slopes
+    :math:`s_j` on :math:`[t_j, t_{j+1}]`, slope changes :math:`\Delta s_j = s_j - s_{j-1}`).
+
+    Integrating by parts twice (:math:`E_j = e^{-i\omega t_j}`, :math:`\omega \ne 0`):
+
+    .. math::
+
+        \hat f(\omega) = \frac{f(a) E_0 - f(b) E_P}{i\omega}
+            + \frac{s_0 E_0 - s_{P-1} E_P + \sum_{j=1}^{P-1} \Delta s_j E_j}{(i\omega)^2},
+
+    the first term from the ends (non-periodic boundary), the second from the kinks
+    (Rahaman et al. 2019, §2, Lemma 1 and eq. 4 in one dimension: the transform of a ReLU
+    network is a sum over its linear regions, decaying like :math:`1/\omega^2` away from the
+    boundary). At :math:`\omega = 0` it is the trapezoid sum :math:`\sum_j (t_{j+1}-t_j)
+    (f_j + f_{j+1})/2`, exact for a piecewise-linear f.
+
+    Parameters
+    ----------
+    pieces : PiecewiseLinear (e.g. :func:`relu_pieces`)
+    omega : float or array of angular frequencies
+
+    Returns
+    -------
+    complex ndarray of ``omega``'s shape
+    """
+    w = np.asarray(omega, dtype=np.float64)
+    t, s = pieces.knots, pieces.slopes
+    fa, fb = pieces.values[0], pieces.values[-1]
+    flat = w.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.complex128)
+    zero = flat == 0
+    out[zero] = np.sum(np.diff(t) * 0.5 * (pieces.values[:-1] + pieces.values[1:]))
+    wz = flat[~zero][:, None]
+    if wz.size:
+        E = np.exp(-1j * wz * t[None, :])
+        iw = 1j * wz[:, 0]
+        kinks = E[:, 1:-1] @ np.diff(s) if t.size > 2 else 0.0
+        out[~zero] = ((fa * E[:, 0] - fb * E[:, -1]) / iw
+                      + (s[0] * E[:, 0] - s[-1] * E[:, -1] + kinks) / iw ** 2)
+    return out.reshape(w.shape)
+
+
+def pwl_fourier_coefficients(pieces: PiecewiseLinear, k) -> np.ndarray:
+    r""":math:`c_k = \frac1L \int_a^b f(t)\, e^{-2\pi i k (t - a)/L}\, dt`, L = b − a, for
+    integer k: :func:`pwl_fourier_transform` at :math:`\omega = 2\pi k/L`, times
+    :math:`e^{i\omega a}/L`. On [0, 1] the one-sided amplitude of :func:`spectrum` is
+    :math:`2|c_k|` up to the DFT's aliasing (see ``relu_fourier_closed_form_matches_dft``)."""
+    k = np.asarray(k)
+    if k.dtype.kind not in "iu":
+        raise TypeError(f"k: expected integer frequencies; received dtype {k.dtype}")
+    a, b = pieces.knots[0], pieces.knots[-1]
+    L = b - a
+    w = 2 * np.pi * k.astype(np.float64) / L
+    return pwl_fourier_transform(pieces, w) * np.exp(1j * w * a) / L
+
+
+# ------------------------------------------------------------ robustness to perturbation (§3)
+@dataclass(frozen=True, eq=False)
+class PerturbationSpectrum:
+    r"""Result of :func:`perturbation_robustness` (one ``sigma``).
+
+    Attributes
+    ----------
+    frequencies : ``(m,)``; sigma : float; n_samples : int
+    amplitude : ``(m,)``, the unperturbed one-sided amplitudes :math:`\hat A_k(\theta)`
+    kept : ``(m,)``, mean over draws of :math:`\mathrm{Re}(F_k(\theta')\overline{F_k(\theta)})
+        / |F_k(\theta)|^2`: the fraction of each frequency's component that survives
+        (1 = unchanged, 0 = destroyed), with ``kept_stderr``
+    ratio : ``(m,)``, mean of :math:`|F_k(\theta')| / |F_k(\theta)|` (what an amplitude plot
+        shows; it includes the power the noise adds), with ``ratio_stderr``
+    """
+
+    frequencies: np.ndarray
+    sigma: float
+    n_samples: int
+    amplitude: np.ndarray
+    kept: np.ndarray
+    kept_stderr: np.ndarray
+    ratio: np.ndarray
+    ratio_stderr: np.ndarray
+
+
+def perturbation_robustness(net, sigma, *, frequencies=PAPER_FREQUENCIES, n_samples: int = 100,
+                            n_points: int = 200, seed=0) -> PerturbationSpectrum:
+    r"""Spectrum of :math:`f_{\theta + \sigma\xi}`, :math:`\xi \sim N(0, I)` over every weight
+    and bias, relative to :math:`f_\theta` (Rahaman et al. 2019, §3.2, Fig. 4: the lower
+    frequencies of a trained network are more robust to random parameter perturbations).
+
+    Parameters
+    ----------
+    net : MLP with one input and one output
+    sigma : float > 0, the perturbation's standard deviation per parameter
+    frequencies : ints ``(m,)`` below N/2
+    n_samples : int >= 2 independent draws of :math:`\xi`
+    n_points : N, the grid t_j = j/N
+    seed : int or Generator
+
+    Returns
+    -------
+    PerturbationSpectrum (means with standard errors std/√n_samples)
+    """
+    if not isinstance(net, MLP) or net.d_in != 1 or net.d_out != 1:
+        raise TypeError("net: expected a refnet.MLP with 1 input and 1 output; received "
+                        f"{type(net).__name__}")
+    sigma = check_positive_float(sigma, "sigma")
+    n_samples = check_positive_int(n_samples, "n_samples", minimum=2)
+    n_points = check_positive_int(n_points, "n_points", minimum=2)
+    k = _check_freqs(frequencies, n_points=n_points)
+    rng = as_rng(seed)
+    t = grid(n_points)
+    F0 = np.fft.rfft(_forward(net, t).output[:, 0])[k]
+    kept, ratio = np.empty((n_samples, k.size)), np.empty((n_samples, k.size))
+    for s in range(n_samples):
+        ws = [w + sigma * rng.standard_normal(w.shape) for w in net.weights]
+        bs = None if not net.has_bias else [b + sigma * rng.standard_normal(b.shape)
+                                            for b in net.biases]
+        F = np.fft.rfft(_forward(MLP(tuple(ws), bs and tuple(bs), net.activation), t)
+                        .output[:, 0])[k]
+        kept[s] = np.real(F * np.conj(F0)) / np.abs(F0) ** 2
+        ratio[s] = np.abs(F) / np.abs(F0)
+    se = lambda v: v.std(axis=0, ddof=1) / np.sqrt(n_samples)  # noqa: E731
+    return PerturbationSpectrum(k, sigma, n_samples, np.abs(F0) * 2 / n_points,
+                                kept.mean(axis=0), se(kept), ratio.mean(axis=0), se(ratio))

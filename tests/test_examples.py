@@ -11,7 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 # owned elsewhere when the output-directory default was made absolute; drop once they follow
-_OUT_PENDING = {"spectral_bias", "deep_limits"}
+_OUT_PENDING = set()
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -153,3 +153,29 @@ def test_inputs_not_mutated():
     np.testing.assert_array_equal(v, v0)
     np.testing.assert_array_equal(k, [3, 5])
     np.testing.assert_array_equal(A, [1.0, 2.0])
+
+
+def test_relu_pieces_interpolate_the_network():
+    net = sp.pytorch_init((1, 32, 32, 1), seed=3)
+    pw = sp.relu_pieces(net)
+    t = np.linspace(0, 1, 2001)
+    assert np.max(np.abs(pw(t) - net(t[:, None])[:, 0])) < 1e-13
+    assert np.max(np.abs(np.diff(pw.values) - pw.slopes * np.diff(pw.knots))) < 1e-13
+
+
+def test_fourier_closed_form_claims_hold_and_can_fail(monkeypatch):
+    case = C.ReluNetCase((1, 16, 16, 1), seed=0, M=2 ** 12, k_max=30)
+    assert C.relu_fourier_closed_form_matches_dft(case).holds
+    assert C.fourier_amplitude_lipschitz_bound(case).holds
+    real = sp.pwl_fourier_coefficients
+    monkeypatch.setattr(sp, "pwl_fourier_coefficients", lambda pw, k: 1.01 * real(pw, k))
+    assert not C.relu_fourier_closed_form_matches_dft(case).holds
+    monkeypatch.setattr(sp, "pwl_fourier_coefficients", lambda pw, k: 10 * real(pw, k))
+    assert not C.fourier_amplitude_lipschitz_bound(case).holds
+
+
+def test_perturbation_robustness_limits():
+    net = sp.pytorch_init((1, 16, 16, 1), seed=1)
+    r = sp.perturbation_robustness(net, 1e-9, frequencies=(1, 2, 3), n_samples=5, seed=0)
+    assert np.allclose(r.kept, 1, atol=1e-5) and np.allclose(r.ratio, 1, atol=1e-5)
+    assert sp.spectral_norm_product(net) > 0

@@ -139,3 +139,185 @@ def spectral_bias_order(case: SpectralCase) -> Check:
             if np.isfinite(T[j]):
                 worst = max(worst, T[i] - T[j])  # inf if T[i] is inf
     return Check(float(worst), 0.0, detail)
+
+
+# ------------------------------------------------ exact Fourier transform of ReLU networks
+@dataclass(frozen=True)
+class ReluNetCase:
+    """A 1-D piecewise-linear network: PyTorch-default init (``seed``), then, if
+    ``train_steps`` > 0, that many full-batch Adam steps on sin waves of frequencies
+    ``(1, 3, 6)`` (:func:`refnet.spectral.spectral_dynamics`); ``interval`` (a, b) and
+    ``M`` DFT samples for the closed-form check."""
+
+    widths: tuple
+    activation: str = "relu"
+    seed: int = 0
+    train_steps: int = 0
+    interval: tuple = (0.0, 1.0)
+    M: int = 2 ** 14
+    k_max: int = 60
+
+
+def build_net(case: ReluNetCase):
+    if case.train_steps:
+        return sp.spectral_dynamics(case.widths, (1, 3, 6), n_points=64, lr=3e-3,
+                                    steps=case.train_steps, every=case.train_steps,
+                                    seed=case.seed, activation=case.activation).net
+    return sp.pytorch_init(case.widths, activation=case.activation, seed=case.seed)
+
+
+def _relu_net_cases(quick):
+    out = [ReluNetCase((1, 32, 32, 1)), ReluNetCase((1, 64, 64, 64, 1), seed=1),
+           ReluNetCase((1, 16, 16, 1), "leaky_relu(slope=0.2)", seed=2, interval=(-2.0, 3.0)),
+           ReluNetCase((1, 32, 32, 32, 1), seed=3, train_steps=300)]
+    if not quick:
+        out += [ReluNetCase((1, 128, 128, 128, 128, 128, 1), seed=4, M=2 ** 16, k_max=200),
+                ReluNetCase((1, 64, 64, 64, 1), seed=5, train_steps=2000),
+                ReluNetCase((1, 8, 1), "identity", seed=6),
+                ReluNetCase((1, 256, 1), seed=7, interval=(-5.0, 5.0))]
+    return out
+
+
+def _gamma(n):
+    return n * EPS / (1 - n * EPS)
+
+
+def _rounding_scales(net, t):
+    """(gamma_S, max |f|_abs, |J|_abs): |f̂ − f| <= gamma_S |f|_abs for the forward pass
+    (S = Σ_l (n_{l−1} + 1) terms along the longest chain of dot products), and the same
+    factor times the product of |W_l| for the input derivative (|D_l| <= 1)."""
+    S = sum(w.shape[1] + 1 for w in net.weights)
+    fabs = float(np.max(sp._abs_pre(net, t, net.depth - 1)))
+    jabs = np.abs(net.weights[0])
+    for w in net.weights[1:]:
+        jabs = np.abs(w) @ jabs
+    return _gamma(S), fabs, float(jabs.max())
+
+
+@claim("relu_fourier_closed_form_matches_dft",
+       source="Rahaman et al. 2019 (ICML) §2, Lemma 1 / eq. 4 in 1-D: the Fourier transform "
+              "of a ReLU network from its linear regions",
+       statement="The closed-form Fourier coefficients of a 1-D ReLU network (from its knots, "
+                 "end values, slopes and slope changes) equal the DFT of M dense samples up "
+                 "to the DFT's aliasing, bounded exactly from the slope variation.",
+       cases=_relu_net_cases)
+def relu_fourier_closed_form_matches_dft(case: ReluNetCase) -> Check:
+    r"""value = max_k |D_k − c_k − J_k| / bound_k over 1 <= k <= k_max; bound 1.
+
+    Split f = g + h on [a, b], h the linear function with h(a) − h(b) = A = f(a) − f(b),
+    so that g is continuous and periodic with piecewise-constant g' (slopes shifted by
+    A/L, slope changes unchanged). With the sample at t = a replaced by the jump's
+    midpoint (f(a) + f(b))/2, the DFT :math:`D_k = \frac1M \sum_j g_j e^{-2\pi i jk/M}`
+    is exactly the aliased sum :math:`\sum_{m} c_{k+mM}` (Poisson summation; for h, whose
+    series converges to the midpoint, the symmetric sum of :math:`1/(k + mM)` is
+    :math:`(\pi/M)\cot(\pi k/M)`). Hence
+
+    .. math::
+
+        D_k = c_k + J_k + \sum_{m \ne 0} c_{k+mM}(g), \quad
+        J_k = \frac{A}{2\pi i}\Big(\frac{\pi}{M}\cot\frac{\pi k}{M} - \frac1k\Big), \quad
+        \Big|\sum_{m\ne0} c_{k+mM}(g)\Big| \le \frac{L V}{4\pi^2}
+            \Big(\frac{\pi^2}{M^2 \sin^2(\pi k/M)} - \frac1{k^2}\Big),
+
+    since :math:`c_n(g) = L B_n / (2\pi i n)^2` with
+    :math:`|B_n| \le V = |s_0 - s_{P-1}| + \sum_j |\Delta s_j|`
+    (:func:`refnet.spectral.pwl_fourier_transform`). The bound is the DFT's
+    discretisation error, not a tuned tolerance; rounding adds: forward-pass samples
+    and end values :math:`\gamma_S |f|_{abs}` (twice), the FFT's
+    :math:`5\lceil\log_2 M\rceil\,\mathrm{eps}\max|f|` (Higham 2002, §24.1), slopes
+    :math:`\gamma_S |J|_{abs} / \omega`, knot positions :math:`\sum_j|\Delta s_j|\delta t_j/\omega`,
+    and the closed form's P-term sums with phases :math:`\omega t` rounded:
+    :math:`(|f_a| + |f_b|)/\omega + (|s_0| + |s_{P-1}| + \sum|\Delta s|)/\omega^2` times
+    :math:`\mathrm{eps}(\omega \max|t| + P + 8)`.
+    """
+    net = build_net(case)
+    a, b = case.interval
+    L, M = b - a, case.M
+    pw = sp.relu_pieces(net, (a, b))
+    k = np.arange(1, case.k_max + 1)
+    t = a + L * np.arange(M) / M
+    f = net(t[:, None])[:, 0]
+    g = f.copy()
+    g[0] = 0.5 * (pw.values[0] + pw.values[-1])
+    D = np.fft.fft(g)[k] / M
+    c = sp.pwl_fourier_coefficients(pw, k)
+    A = pw.values[0] - pw.values[-1]
+    J = A / (2j * np.pi) * (np.pi / M / np.tan(np.pi * k / M) - 1.0 / k)
+    ds = np.abs(pw.slope_changes)
+    V = abs(pw.slopes[0] - pw.slopes[-1]) + ds.sum()
+    alias = L * V / (4 * np.pi ** 2) * ((np.pi / M) ** 2 / np.sin(np.pi * k / M) ** 2 - 1.0 / k ** 2)
+    gS, fabs, jabs = _rounding_scales(net, np.concatenate([t, [b]]))
+    w = 2 * np.pi * k / L
+    terms = (abs(pw.values[0]) + abs(pw.values[-1])) / w + \
+        (abs(pw.slopes[0]) + abs(pw.slopes[-1]) + ds.sum()) / w ** 2
+    tmax = max(abs(a), abs(b))
+    rnd = (3 * gS * fabs + 5 * math.ceil(math.log2(M)) * EPS * np.max(np.abs(f))
+           + (gS * jabs * L + np.sum(ds * pw.knot_error[1:-1])) / (w * L)
+           + terms / L * EPS * (w * tmax + pw.knots.size + 8))
+    bound = alias + rnd
+    err = np.abs(D - c - J)
+    v = float(np.max(err / bound))
+    return Check(v, 1.0, f"{case.widths} {case.activation} on [{a:g}, {b:g}], "
+                         f"{pw.knots.size - 1} pieces, M={M}: max|err|={err.max():.2e}, "
+                         f"max alias bound={alias.max():.2e}, |D−c| without J_k="
+                         f"{np.max(np.abs(D - c)):.1e}")
+
+
+@claim("fourier_amplitude_lipschitz_bound",
+       source="Rahaman et al. 2019 (ICML) §2 (Lipschitz constant bounded by the product of "
+              "spectral norms, |f̃(k)| = O(L_f/k)); integration by parts",
+       statement="For a 1-D ReLU network on [0, 1]: 2π|k| |c_k| <= |f(1) − f(0)| + ∫|f'| <= "
+                 "2 Lip(f) <= 2 Π‖W_l‖₂, and the DFT amplitude on the N-grid obeys "
+                 "Â_k <= 2 Lip(f)(N − 1)/(N² sin(πk/N)).",
+       cases=_relu_net_cases)
+def fourier_amplitude_lipschitz_bound(case: ReluNetCase) -> Check:
+    r"""Integrating by parts once on [0, 1] (f absolutely continuous):
+
+    .. math::
+
+        c_k = \int_0^1 f(t) e^{-2\pi i k t} dt = \frac{f(0) - f(1)}{2\pi i k}
+              + \frac{1}{2\pi i k}\int_0^1 f'(t) e^{-2\pi i k t} dt,
+        \qquad 2\pi|k|\,|c_k| \le |f(1) - f(0)| + \|f'\|_{L^1} \le 2\,\mathrm{Lip}(f),
+
+    and :math:`\mathrm{Lip}(f) = \max_j |s_j| \le \prod_l \|W_l\|_2` for 1-Lipschitz
+    activations. For a periodic f (f(0) = f(1)) the boundary term vanishes and
+    :math:`|c_k| \le \mathrm{Lip}(f)/(2\pi|k|)`; a network is not periodic, so the
+    general bound has the factor 2 (the one-sided amplitude :math:`2|c_k|` is at most
+    :math:`2\mathrm{Lip}/(\pi k)`). On the grid t_j = j/N, summation by parts with
+    :math:`z = e^{-2\pi i k/N}`, :math:`(1 - z)F_k = f_0 - f_{N-1} + \sum_{j\ge1}(f_j -
+    f_{j-1})z^j`, gives :math:`|F_k| \le 2\,\mathrm{Lip}\,(N-1)/(N \cdot 2\sin(\pi k/N))`,
+    i.e. :math:`\hat A_k = 2|F_k|/N \le 2\mathrm{Lip}(N-1)/(N^2\sin(\pi k/N))` (N = 200).
+
+    value = the largest of the four ratios (left side / right side, over k <= k_max),
+    each divided by 1 + its rounding allowance (the closed form's P-term sums,
+    :math:`4(P + 2)\,\mathrm{eps}\,(|\Delta f| + V/\omega)/(|\Delta f| + \|f'\|_1)`; end
+    values and slopes :math:`\gamma_S(2|f|_{abs} + |J|_{abs})/\mathrm{Lip}`; the norms'
+    :math:`\gamma_S |J|_{abs}/\mathrm{Lip}`); bound 1. A linear network attains r2 = 1
+    (|f(1) − f(0)| = ‖f'‖₁ = Lip), so the inequality chain is tight. Runs on [0, 1] (the case's interval is
+    ignored).
+    """
+    net = build_net(case)
+    pw = sp.relu_pieces(net, (0.0, 1.0))
+    k = np.arange(1, case.k_max + 1)
+    w = 2 * np.pi * k
+    c = np.abs(sp.pwl_fourier_coefficients(pw, k))
+    df = abs(pw.values[-1] - pw.values[0])
+    l1 = float(np.sum(np.abs(pw.slopes) * np.diff(pw.knots)))
+    V = abs(pw.slopes[0] - pw.slopes[-1]) + np.abs(pw.slope_changes).sum()
+    lip = float(np.max(np.abs(pw.slopes)))
+    prod = sp.spectral_norm_product(net)
+    gS, fabs, jabs = _rounding_scales(net, pw.knots)
+    tiny = np.finfo(float).tiny
+    slack1 = 4 * (pw.knots.size + 2) * EPS * (df + V / w) / max(df + l1, tiny)
+    r1 = np.max(w * c / (df + l1) / (1 + slack1))
+    slack2 = 4 * pw.knots.size * EPS + (2 * fabs + jabs) * gS / max(lip, tiny)
+    r2 = (df + l1) / (2 * lip) / (1 + slack2)
+    r3 = lip / prod / (1 + gS * jabs / max(lip, tiny) + 10 * EPS)
+    N = 200
+    kd = np.arange(1, N // 2)
+    _, amp = sp.spectrum(net(sp.grid(N))[:, 0])
+    bd = 2 * lip * (N - 1) / (N ** 2 * np.sin(np.pi * kd / N))
+    r4 = np.max(amp[kd] / bd) / (1 + 2 * gS + 5 * math.ceil(math.log2(N)) * EPS)
+    v = float(max(r1, r2, r3, r4))
+    return Check(v, 1.0, f"{case.widths} {case.activation}: Lip={lip:.3g}, ΠW={prod:.3g}; "
+                         f"ratios {r1:.3f}, {r2:.3f}, {r3:.3f}, DFT {r4:.3f}")
