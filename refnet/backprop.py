@@ -11,10 +11,13 @@ and the forward sweep ż_l = ȧ_{l-1} W_lᵀ + a_{l-1} Ẇ_lᵀ + ḃ_l, ȧ_l = 
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 
 from . import engine
-from ._validate import as_float_array, check_result, quiet
+from ._validate import allow_nonfinite, as_float_array, check_result, quiet
 from .losses import get_loss, prepare_targets
 from .mlp import MLP, Trace
 from .network import as_network
@@ -70,6 +73,44 @@ def _checked(quantity, results, net, x, y=None, lo=None, extra=""):
     """``results`` after :func:`refnet._validate.check_result` (the cause found lazily)."""
     check_result(quantity, results, lambda: overflow_cause(net, x, y, lo, extra))
     return results
+
+
+def _array_leaves(out):
+    """The arrays and floats inside a result: itself, or the items of a tuple, list or dict,
+    or the fields of a dataclass (one level deep per container, recursively)."""
+    if isinstance(out, (np.ndarray, float, np.floating)):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        items = out
+    elif isinstance(out, dict):
+        items = out.values()
+    elif dataclasses.is_dataclass(out):
+        items = [getattr(out, f.name) for f in dataclasses.fields(out)]
+    else:
+        return []
+    return [a for item in items for a in _array_leaves(item)]
+
+
+def _cause(net, x) -> str:
+    try:
+        return overflow_cause(net, np.asarray(x, dtype=np.float64))
+    except (ValueError, TypeError):        # x was not an array of inputs: say less
+        return "overflow"
+
+
+def checked(quantity: str):
+    """Decorator for a public quantity ``f(net, x, ...)``: run it with NumPy's overflow
+    warnings silenced, then raise :class:`refnet.NonFiniteError` (naming ``quantity`` and the
+    overflowing layer of ``net`` on ``x``) if any array or float in its result is not finite."""
+    def wrap(f):
+        @functools.wraps(f)
+        def g(net, x, *args, **kwargs):
+            with quiet(), allow_nonfinite():          # inner quantities: checked here once
+                out = f(net, x, *args, **kwargs)
+            check_result(quantity, tuple(_array_leaves(out)), lambda: _cause(net, x))
+            return out
+        return g
+    return wrap
 
 
 def _reverse(N, tr, u, lead, per_example=False):

@@ -52,7 +52,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import check_positive_float, check_positive_int
-from .backprop import _check_net
+from .backprop import _check_net, checked
 from .mlp import MLP
 from ._threads import one_blas_thread
 from .jacobians import _jacobian_of_layer, _jacobians_upto, _layer_index
@@ -146,6 +146,7 @@ def _chunks(n, batch_size):
         yield slice(i, min(i + batch_size, n))
 
 
+@checked("jacobian_singular_values")
 def jacobian_singular_values(net, x, layer=None, batch_size: int = 256):
     """Singular values of the input Jacobian J_l(x) = ∂z_l/∂x of each input, descending.
 
@@ -189,6 +190,7 @@ def _chunked_singular_values(net, x, layers, batch_size):
         del Js
 
 
+@checked("local_rank")
 def local_rank(net, x, layer=None, atol=None, rtol=None, batch_size: int = 256,
                per_sample: bool = False):
     """Local rank LR_l = mean over the inputs of rank ∂z_l/∂x (Patel & Shwartz-Ziv 2024, §3).

@@ -618,3 +618,19 @@ def test_a_huge_string_in_a_file_gives_a_short_message(tmp_path, where):
     with pytest.raises(ValueError, match=pattern) as info:
         refnet.load(p)
     assert len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["hessian_diagonal", "ggn_diagonal", "fisher",
+                                  "empirical_fisher", "hessian_blocks", "grad_variance",
+                                  "batch_l2_grad", "kfac_factors"])
+def test_curvature_library_quantities_overflow_is_an_error(name):
+    """The curvature-library quantities (refnet.curvature_extra) on inputs of size 1e300:
+    NonFiniteError naming the quantity and what to do, never inf/NaN, no RuntimeWarning."""
+    import importlib
+    ce = importlib.import_module("refnet.curvature_extra")
+    f = getattr(ce, name)
+    args = () if name == "fisher" else (Y4,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(refnet.NonFiniteError, match=rf"^{name}: expected a finite .*rescale"):
+            f(RELU, HUGE, *args)
