@@ -1,6 +1,6 @@
 """refnet: a NumPy-only reference implementation and test oracle for deep-learning theory.
 
-Conventions (see README): weights ``(n_out, n_in)``; flat parameters in the order of the
+Conventions (see docs/conventions.md): weights ``(n_out, n_in)``; flat parameters in the order of the
 equivalent torch module's ``parameters()`` (an MLP: W_1 row-major, b_1, W_2, b_2, ...);
 losses are means over the batch, MSE with a ½; float64. Networks are built from
 :mod:`refnet.layers` (:class:`Network`) or as an :class:`MLP`; every quantity runs on both

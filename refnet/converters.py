@@ -17,16 +17,16 @@ torch                                            refnet
 ===============================================  ===========================================
 ``nn.Sequential`` (nested: flattened)            the layer sequence
 ``nn.Linear(bias=True|False)``                   ``Linear(weight, bias)``
-``nn.ReLU``, ``nn.Tanh``, ``nn.Sigmoid``,        ``Activation("relu" | "tanh" | "sigmoid" |
-``nn.SiLU``, ``nn.Identity``                     "silu" | "identity")``
+``nn.ReLU``, ``nn.Tanh``, ``nn.Sigmoid``,        ``Activation("relu")``, ``"tanh"``, ``"sigmoid"``
+``nn.SiLU``, ``nn.Identity``                     ``Activation("silu")``, ``"identity"``
 ``nn.GELU(approximate='none'|'tanh')``           ``"gelu"``, ``"gelu(approximate='tanh')"``
 ``nn.ELU(alpha)``                                ``"elu(alpha=...)"``
 ``nn.LeakyReLU(negative_slope)``                 ``"leaky_relu(slope=...)"``
 ``nn.Softplus()`` (beta=1, threshold=20 only)    ``"softplus"`` (see the note below)
 ``nn.Dropout(p=0)``                              ``Activation("identity")``
 ``nn.Flatten()`` (start_dim=1, end_dim=-1)       ``Flatten()``
-``nn.LayerNorm(d, eps, elementwise_affine,       ``LayerNorm(d, eps, affine, weight, bias)``
-bias)`` (one normalised axis)
+``nn.LayerNorm`` (one normalised axis)           ``LayerNorm(d, eps, affine, weight, bias)``
+                                                 from ``(d, eps, elementwise_affine, bias)``
 Residual pattern (below)                         ``Residual(block, proj)``
 SelfAttention pattern (below)                    ``MultiheadAttention(..., causal)``
 MeanPool pattern (below)                         ``MeanPool()``

@@ -15,20 +15,20 @@ Conversion to other libraries (d = d_out; BackPACK = Dangel, Kunstner & Hennig 2
 curvlinops = Dangel et al.). Their factor is what to multiply refnet's value by:
 
 =========================  ===========================  ==============================
-refnet quantity            torch loss (reduction)        BackPACK / curvlinops value
+refnet quantity            torch loss (reduction)       BackPACK / curvlinops value
 =========================  ===========================  ==============================
-H, G, diagonals, Fisher     CrossEntropyLoss("mean")      × 1
-                           CrossEntropyLoss("sum")       × n
-                           MSELoss("mean") = mean over   × 2/d   (torch averages over
-                           all n·d entries of (f−y)²             n·d entries, no ½)
-                           MSELoss("sum")                × 2n
-per-example diagonals       any (BatchDiagGGNExact,       BackPACK's per-example terms
-(``per_example=True``)      BatchDiagHessian)             carry the reduction: × 1/n
-                                                         for mean CE, × 2/(n d) for
-                                                         mean MSE, × 1 sum CE, × 2 sum MSE
-K-FAC A ⊗ G (Martens &      CrossEntropyLoss("mean")      curvlinops KFACLinearOperator
-Grosse 2015)                                             and BackPACK KFAC/KFLR: × 1;
-                                                         MSELoss("mean"): × 2/d
+H, G, diagonals, Fisher    CrossEntropyLoss("mean")     × 1
+                           CrossEntropyLoss("sum")      × n
+                           MSELoss("mean") = mean over  × 2/d (torch averages over
+                           all n·d entries of (f−y)²    n·d entries, no ½)
+                           MSELoss("sum")               × 2n
+per-example diagonals      any (BatchDiagGGNExact,      BackPACK's per-example terms
+(``per_example=True``)     BatchDiagHessian)            carry the reduction: × 1/n
+                                                        for mean CE, × 2/(n d) for
+                                                        mean MSE, × 1 sum CE, × 2 sum MSE
+K-FAC A ⊗ G (Martens &     CrossEntropyLoss("mean")     curvlinops KFACLinearOperator
+Grosse 2015)                                            and BackPACK KFAC/KFLR: × 1;
+                                                        MSELoss("mean"): × 2/d
 =========================  ===========================  ==============================
 
 The first-order statistics (:func:`grad_second_moment`, :func:`grad_variance`,
@@ -51,7 +51,7 @@ from . import engine, meanfield
 from ._validate import as_float_array, as_rng, check_choice, check_positive_float, \
     check_positive_int
 from .activations import get_activation
-from .backprop import _reverse, prepare
+from .backprop import _reverse, checked, prepare
 from .curvature import _loss_factor
 from .jacobians import _param_jacobian
 from .layers import Linear, Residual
@@ -96,6 +96,7 @@ def _diag_of_operator(ctx, P, gauss_newton=False):
 
 
 # ============================================================================ products, diagonals
+@checked("ggn_vector_product")
 def ggn_vector_product(net, x, y, v, loss="mse"):
     """Generalised Gauss-Newton product G v, without forming G.
 
@@ -120,6 +121,7 @@ def ggn_vector_product(net, x, y, v, loss="mse"):
     return out[:, 0] if one else out
 
 
+@checked("hessian_diagonal")
 def hessian_diagonal(net, x, y, loss="mse", *, per_example=False):
     """The exact diagonal of the loss Hessian (BackPACK ``DiagHessian`` / ``BatchDiagHessian``).
 
@@ -163,6 +165,7 @@ def _sqrt_ggn_chunks(net, x, y, lo):
         yield slice(s, min(n, s + m)), np.matmul(B[s:s + m], J)
 
 
+@checked("ggn_diagonal")
 def ggn_diagonal(net, x, y, loss="mse", *, per_example=False):
     """The exact diagonal of the generalised Gauss-Newton matrix (BackPACK ``DiagGGNExact``,
     ``BatchDiagGGNExact``).
@@ -196,6 +199,7 @@ def ggn_diagonal(net, x, y, loss="mse", *, per_example=False):
 
 
 # ============================================================================ Fisher
+@checked("fisher")
 def fisher(net, x, loss="mse"):
     """The true (model) Fisher F = (1/n) Σ_i E_{y ~ p(y|f_i)} [∇_θ log p ∇_θ log pᵀ] ``(P, P)``.
 
@@ -237,6 +241,7 @@ def fisher(net, x, loss="mse"):
     return 0.5 * (F + F.T)
 
 
+@checked("empirical_fisher")
 def empirical_fisher(net, x, y, loss="mse"):
     """The empirical Fisher (1/n) Σ_i g_i g_iᵀ ``(P, P)``, g_i = ∇_θ ℓ_i with the data labels
     (:func:`refnet.per_example_grads`; Martens 2020 §11 and Kunstner, Balles & Hennig 2019 on
@@ -253,6 +258,7 @@ def empirical_fisher(net, x, y, loss="mse"):
     return g.T @ g / x.shape[0]
 
 
+@checked("hessian_blocks")
 def hessian_blocks(net, x, y, loss="mse"):
     """The diagonal blocks of the loss Hessian, one per parameter tensor.
 
@@ -287,6 +293,7 @@ def _backpack_grads(net, x, y, loss):
     return as_network(net), per_example_grads(net, x, y, lo) / x.shape[0]
 
 
+@checked("grad_second_moment")
 def grad_second_moment(net, x, y, loss="mse"):
     """BackPACK ``SumGradSquared``: Σ_i ĝ_i² (elementwise), ĝ_i = ∇_θ(ℓ_i / n) = g_i / n the
     gradient of example i's term of the mean batch loss, i.e. (1/n²) Σ_i g_i².
@@ -298,6 +305,7 @@ def grad_second_moment(net, x, y, loss="mse"):
     return np.einsum("np,np->p", G, G)
 
 
+@checked("grad_variance")
 def grad_variance(net, x, y, loss="mse"):
     """BackPACK ``Variance``: (1/n) Σ_i ĝ_i² − ((1/n) Σ_i ĝ_i)², elementwise, ĝ_i = g_i / n
     (BackPACK's ``_variance_from(grad, sgs, N) = sgs/N − (grad/N)²`` with ``grad`` the
@@ -311,6 +319,7 @@ def grad_variance(net, x, y, loss="mse"):
     return np.einsum("np,np->p", G, G) / n - (G.sum(0) / n) ** 2
 
 
+@checked("batch_l2_grad")
 def batch_l2_grad(net, x, y, loss="mse"):
     """BackPACK ``BatchL2Grad``: per example and per parameter tensor, ‖ĝ_i[tensor]‖² with
     ĝ_i = g_i / n (mean loss).
@@ -409,11 +418,12 @@ def _output_cotangents(kind, lo, f, y, mc_samples, rng):
     return (p[:, None, :] - np.eye(d)[c]) / math.sqrt(mc_samples)
 
 
+@checked("kfac_factors")
 def kfac_factors(net, x, y, loss="mse", *, kind="empirical", mc_samples=1, seed=0):
     """K-FAC Kronecker factors of every Linear layer (Martens & Grosse 2015, ICML, §3).
 
     For layer l with input a (``(n_in,)`` per example) and pre-activation output s = W a + b,
-    and g = ∂ℓ_i/∂s — the gradient of the *per-example* loss (no 1/n):
+    and g = ∂ℓ_i/∂s — the gradient of the *per-example* loss (no 1/n)::
 
         A_l = (1/n) Σ_i ã_i ã_iᵀ,   ã = [a; 1] with a bias (Martens & Grosse's "homogeneous
               coordinate" augmentation), ã = a without;
@@ -585,7 +595,7 @@ def nngp_kernel(x1, x2, widths_or_depth, activation, sigma_w, sigma_b, *, method
     """Infinite-width NNGP kernel of an MLP's output (Neal 1996; Lee et al. 2018, ICLR;
     Matthews et al. 2018), for W_l ~ N(0, σ_w²/n_{l−1}), b_l ~ N(0, σ_b²) — refnet.MLP.init with
     ``init=(sigma_w, sigma_b)``, neural-tangents ``stax.Dense(W_std=σ_w, b_std=σ_b)`` in either
-    parameterisation (the NNGP does not depend on it):
+    parameterisation (the NNGP does not depend on it)::
 
         Σ¹(x, x') = σ_w² xᵀx'/d + σ_b²                         (the first pre-activation)
         Σ^{l+1}(x, x') = σ_w² E[φ(u) φ(u')] + σ_b²,  (u, u') ~ N(0, [[Σ^l(x,x), Σ^l(x,x')],

@@ -170,6 +170,8 @@ def to_refnet_layout(theirs, net, *, transpose=(), bias_first=False, reverse_lay
                      name_sorted=False, axes=(-1,)) -> np.ndarray:
     """``theirs`` (parameter axes ``axes``) stored in another flat layout, in refnet's.
 
+    Parameters
+    ----------
     transpose : ``"all"`` (flax ``(in, out)`` kernels, ``x @ W`` weights) or names of the
         2-d blocks stored transposed (torch names ``"2.weight"`` or MLP aliases ``"W2"``)
     bias_first : every layer's bias before its weight

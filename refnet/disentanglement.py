@@ -1,15 +1,15 @@
 """Disentanglement metrics for learned codes, each with its paper and every definition
 choice stated (estimator, bins, sample sizes, regressor). Re-exported by :mod:`refnet.vae`.
 
-==================  ===========================================  ==========================
-function            paper                                        needs
-==================  ===========================================  ==========================
-:func:`mig`         Chen et al. 2018 (NeurIPS)                   codes, integer factors
-:func:`dci`         Eastwood & Williams 2018 (ICLR)              codes, factors
-:func:`beta_vae_score`  Higgins et al. 2017 (ICLR), §3           ``encode(factors)``, sizes
-:func:`udr`         Duan et al. 2020 (ICLR)                      several models' codes + KLs
-:func:`alignment`   Higgins et al. 2021 (Nat. Commun. 12, 6456)  codes, targets
-==================  ===========================================  ==========================
+======================  ===========================================  ==========================
+function                paper                                        needs
+======================  ===========================================  ==========================
+:func:`mig`             Chen et al. 2018 (NeurIPS)                   codes, integer factors
+:func:`dci`             Eastwood & Williams 2018 (ICLR)              codes, factors
+:func:`beta_vae_score`  Higgins et al. 2017 (ICLR), §3               ``encode(factors)``, sizes
+:func:`udr`             Duan et al. 2020 (ICLR)                      several models' codes + KLs
+:func:`alignment`       Higgins et al. 2021 (Nat. Commun. 12, 6456)  codes, targets
+======================  ===========================================  ==========================
 
 Conventions: ``codes`` ``(n, D)`` float (for a VAE, the posterior means μ(x)); ``factors``
 ``(n, K)`` (integers for MIG); entropies in nats; everything float64 and deterministic

@@ -3,7 +3,7 @@ ICML workshop; Kim et al. 2019, "Attentive Neural Processes", ICLR), forward and
 hand-written reverse mode, in float64.
 
 Model (x, y scalars; B tasks, C context points, T targets; every MLP is a refnet Network
-run through :mod:`refnet.engine` with the tasks × points as its batch axis)
+run through :mod:`refnet.engine` with the tasks × points as its batch axis)::
 
     deterministic path   r_i = h([x_i, y_i])                 (det_encoder, 2 → d)
                          r*_t = Σ_i A_ti r_i                  (cross-attention, below)

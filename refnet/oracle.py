@@ -134,7 +134,7 @@ eigensolver's backward error γ̃_P(λ, u)‖H‖₂ (:meth:`Reference._solver_t
 worst-case bound is ∞ the entry stays UNDETERMINED. It exists for MLPs and loss, grads,
 hvp, hessian, sharpness and eigenvalues; elsewhere ``"estimated"`` means ``"probabilistic"``
 and the report says so. Its calibration (``examples/oracle_calibration.py``: torch float32
-results on 18 nets) is in the README: allowed/actual ≈ 30–40 (median), every correct result
+results on 18 nets) is in docs/oracle.md: allowed/actual ≈ 30–40 (median), every correct result
 MATCH, a 1e-5 relative error in the largest entry caught.
 
 Explicit tolerances replace the derived ones: ``allowed = atol + rtol·|reference|``.
@@ -174,7 +174,7 @@ Every quantity is declared once (:func:`quantity`, :func:`register_quantity`) in
 :data:`QUANTITIES`: name, aliases, shape, formula, options (:data:`OPTIONS`,
 :func:`register_option`), the function computing its float64 value from a :class:`Problem` and
 its tolerance function ``(Problem, value) -> (allowed(u, gam), notes)``. The CLI's quantities
-and option flags, ``refnet quantities``, the fixtures' options and the README table
+and option flags, ``refnet quantities``, the fixtures' options and the docs' table
 (:func:`quantity_table`) are generated from it.
 
 Verdicts
@@ -437,7 +437,7 @@ def canonical_quantity(name) -> str:
 
 def quantity_table() -> str:
     """The registry as a Markdown table (name, aliases, shape, formula, options), the one in
-    the README's oracle section."""
+    the oracle page of the docs (docs/oracle.md)."""
     rows = ["| name | shape | value | needs | options |", "|---|---|---|---|---|"]
     for q in QUANTITIES.values():
         needs = [f for f, b in (("y", q.needs_targets), ("v", q.needs_vector)) if b]

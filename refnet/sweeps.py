@@ -165,8 +165,8 @@ def run_grid(fn: Callable, grid, *, seed, executor: cf.Executor | None = None,
     -------
     SweepResult(grid, seeds, results, seconds)
 
-    Example
-    -------
+    Examples
+    --------
     >>> from concurrent.futures import ProcessPoolExecutor
     >>> from refnet.cutoff import top_exponent
     >>> grid = [{"N": 4, "law": "uniform", "steps": 300}, {"N": 8, "law": "uniform", "steps": 300}]

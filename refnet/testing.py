@@ -419,14 +419,16 @@ def state_dict_from_mlp(net: MLP, step: int = 2, prefix: str = "") -> dict:
     Parameters
     ----------
     net : MLP
-    step : int, index step between Linear layers (2 for ``Sequential(Linear, Act, Linear,
-        ...)``, 1 for a ``ModuleList`` of Linear layers only)
+    step : int
+        index step between Linear layers (2 for ``Sequential(Linear, Act, Linear, ...)``,
+        1 for a ``ModuleList`` of Linear layers only)
     prefix : str, prepended to every key (e.g. ``"net."``)
 
     Returns
     -------
-    dict of float64 NumPy arrays (copies); load with
-    ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
+    dict
+        float64 NumPy arrays (copies); load with
+        ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
     """
     if not isinstance(net, MLP):
         raise TypeError(f"net: expected a refnet.MLP; received {type(net).__name__}")

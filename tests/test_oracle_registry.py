@@ -2,7 +2,7 @@
 worst-case / probabilistic tolerance models.
 
 Acceptance: a quantity declared once is picked up by `refnet quantities`, `compute`, `compare`
-and the fixtures with no other edit; the README table is the registry's; values for a Network
+and the fixtures with no other edit; the docs' table (docs/oracle.md) is the registry's; values for a Network
 come from the engine; a Network without derived tolerances (LayerNorm) is UNDETERMINED unless
 explicit atol/rtol are given; `bound="probabilistic"` is never looser than the worst case and
 still catches injected errors.
@@ -38,8 +38,8 @@ def files(tmp_path):
 
 
 # ============================================================================ docs == registry
-def test_readme_table_is_the_registry():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_docs_table_is_the_registry():
+    text = (ROOT / "docs" / "oracle.md").read_text(encoding="utf-8")
     start, end = "<!-- quantity-table -->\n", "\n<!-- /quantity-table -->"
     table = text[text.index(start) + len(start):text.index(end)]
     assert table == oracle.quantity_table()

@@ -1,12 +1,12 @@
 """Element-wise activation layer: y = φ(x), φ from :mod:`refnet.activations` with its settings.
 
-Shapes: any; x ``(n, *f)``, tangents and cotangents ``(n, k, *f)``. No parameters.
+Shapes: any; x ``(n, *f)``, tangents and cotangents ``(n, k, *f)``. No parameters. The methods::
 
-forward      y = φ(x)                         (the cache keeps x and φ'(x))
-vjp          u_x = u ⊙ φ'(x)
-jvp          ẏ = φ'(x) ⊙ ẋ
-vjp_tangent  r_x = u ⊙ φ''(x) ⊙ ẋ             (u ⊙ φ'' is the curvature cache; None when
-                                               φ'' ≡ 0 there, as for ReLU-type φ)
+  forward      y = φ(x)                         (the cache keeps x and φ'(x))
+  vjp          u_x = u ⊙ φ'(x)
+  jvp          ẏ = φ'(x) ⊙ ẋ
+  vjp_tangent  r_x = u ⊙ φ''(x) ⊙ ẋ             (u ⊙ φ'' is the curvature cache; None when
+                                                 φ'' ≡ 0 there, as for ReLU-type φ)
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Shapes: x ``(n, S, d)``; tangents and cotangents ``(n, k, S, d)``; per head ``(n
 and ``(n, k, h, S, S)``; "heads(·)" splits the last axis d into (h, d_h) and moves h before S,
 "cat(·)" undoes it. rowsum(B) = Σ_j B_ij (kept as an ``(…, S, 1)`` column); ⊙ element-wise.
 
-Forward, each step next to its local derivative (tangents ˙, cotangents ḡ):
+Forward, each step next to its local derivative (tangents ˙, cotangents ḡ)::
 
   P = x Wᵀ + b  (n, S, 3d)       Ṗ = ẋ Wᵀ + x Ẇᵀ + ḃ            ḡ_x = ḡ_P W,  ḡ_W = Σ ḡ_Pᵀ x,
                                                                     ḡ_b = Σ ḡ_P
@@ -33,7 +33,7 @@ runs the reverse pass once for the first cotangent u ``(n, S, d)`` and keeps
 scache = (u, ḡ_O, ḡ_A, r, ḡ_Z, ḡ_P), each with a k axis of length 1.
 
 vjp_tangent: δ = d/dε of the reverse pass along (ẋ, θ̇) with u fixed (every step is bilinear
-except the softmax VJP, whose A and ḡ_A both move):
+except the softmax VJP, whose A and ḡ_A both move)::
 
   δḡ_O = heads(u Ẇ_o)                          δḡ_W_o = Σ uᵀ cat(Ȯ),  δḡ_b_o = 0
   δḡ_A = δḡ_O Vᵀ + ḡ_O V̇ᵀ                    δḡ_V = Aᵀ δḡ_O + Ȧᵀ ḡ_O

@@ -6,18 +6,20 @@ settings. Every method is batched over the leading axis and every tangent or cot
 carries a second axis of ``k`` directions, so one set of matrix products serves k
 Hessian-vector products, the d_out rows of a Jacobian or a single gradient (k = 1):
 
-============================  =================  ==============================================
-method                        returns            math (y = F(x; θ))
-============================  =================  ==============================================
-``forward(x, keep)``          ``(y, cache)``     y = F(x; θ); ``cache`` holds what the
-                                                 derivatives need (None when ``keep`` is False)
-``vjp(cache, u, out, ...)``   ``u_x``            u_x = J_xᵀ u; J_θᵀ u *written* into ``out``
-``jvp(cache, ẋ, θ̇)``          ``(ẏ, tcache)``    ẏ = J_x ẋ + J_θ θ̇
-``curvature_cache(cache, u)`` ``scache``         what the second-order term needs from the
-                                                 first-order cotangent u (default: u itself)
-``vjp_tangent(cache, scache,  ``r_x``            d/dε [J(x + εẋ, θ + εθ̇)ᵀ u] at ε = 0, u held
-ẋ, θ̇, tcache, out, need_x)``                     fixed; the θ part *added* into ``out``
-============================  =================  ==============================================
+==============================  =================  ==============================================
+method                          returns            math (y = F(x; θ))
+==============================  =================  ==============================================
+``forward(x, keep)``            ``(y, cache)``     y = F(x; θ); ``cache`` holds what the
+                                                   derivatives need (None when ``keep`` is False)
+``vjp(cache, u, out, ...)``     ``u_x``            u_x = J_xᵀ u; J_θᵀ u *written* into ``out``
+``jvp(cache, ẋ, θ̇)``            ``(ẏ, tcache)``    ẏ = J_x ẋ + J_θ θ̇
+``curvature_cache(cache, u)``   ``scache``         what the second-order term needs from the
+                                                   first-order cotangent u (default: u itself)
+``vjp_tangent(cache, ...)``     ``r_x``            d/dε [J(x + εẋ, θ + εθ̇)ᵀ u] at ε = 0, u held
+                                                   fixed; the θ part *added* into ``out``
+                                                   (arguments: cache, scache, ẋ, θ̇, tcache, out,
+                                                   need_x)
+==============================  =================  ==============================================
 
 Shapes: ``x`` is ``(n, *f_in)``, ``y`` ``(n, *f_out)``; tangents ``ẋ`` ``(n, k, *f_in)`` and
 cotangents ``u`` ``(n, k, *f_out)``; a parameter tangent θ̇ is a tuple with one

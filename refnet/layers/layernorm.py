@@ -11,7 +11,7 @@ Shapes: x ``(n, *mid, d)``; tangents ẋ and cotangents u ``(n, k, *mid, d)``; p
 mid axes only with ``per_example``, giving ``(n, k, d)``), ⊙ element-wise.
 
 Forward, each step next to its local derivatives: tangent (˙) and cotangent (ḡ, read bottom
-up from u = ḡ_y; "…" is (n, *mid), and s = mean(x̂ ⊙ ẋ)):
+up from u = ḡ_y; "…" is ``(n, *mid)``, and s = mean(x̂ ⊙ ẋ))::
 
   μ  = mean(x)          (…, 1)   μ̇  = mean(ẋ)                ḡ_x = ḡ_c − mean(ḡ_c)
                                                               (ḡ_μ = −Σ_d ḡ_c, spread as ḡ_μ/d)
@@ -25,19 +25,19 @@ up from u = ḡ_y; "…" is (n, *mid), and s = mean(x̂ ⊙ ẋ)):
 Collecting the cotangent column: ḡ_c = r (ū − x̂ mean(ū ⊙ x̂)), whose mean is r mean(ū) (as
 mean x̂ = 0), so ḡ_x = r (ū − mean(ū) − x̂ mean(ū ⊙ x̂)) = r P(ū), with
 P(v) = v − mean(v) − x̂ mean(x̂ ⊙ v), i.e. the symmetric d × d matrix I − 11ᵀ/d − x̂x̂ᵀ/d
-per row (not a projector for ε > 0: x̂ᵀx̂ = d (1 − ε r²)). So J_x = diag(γ) r P, and
+per row (not a projector for ε > 0: x̂ᵀx̂ = d (1 − ε r²)). So J_x = diag(γ) r P, and::
 
-vjp          ū = γ ⊙ u,   u_x = r P(ū) = r (ū − mean(ū) − x̂ mean(ū ⊙ x̂)),
-             g_γ = Σ u ⊙ x̂  (k, d),   g_β = Σ u  (k, d)
-jvp          ẏ as above; tcache = (ẋ̂, s), ``(n, k, *mid, d)`` and ``(n, k, *mid, 1)``
-curvature    scache = (u, ū, m, u_x) for the first cotangent u ``(n, *mid, d)``, with
-             m = mean(ū ⊙ x̂) ``(n, *mid, 1)`` and u_x = r P(ū)
-vjp_tangent  d/dε of the vjp at (x + εẋ, γ + εγ̇, β + εβ̇), u fixed; ū̇ = γ̇ ⊙ u and
-               d/dε [r P(ū)] = ṙ P(ū)
-                               + r [ū̇ − mean(ū̇) − ẋ̂ m − x̂ mean(ū̇ ⊙ x̂) − x̂ mean(ū ⊙ ẋ̂)],
-             where ṙ P(ū) = −r² s P(ū) = −r s u_x, so
-               r_x = r (P(γ̇ ⊙ u) − s u_x − m ẋ̂ − x̂ mean(ū ⊙ ẋ̂)),
-               r_γ = Σ u ⊙ ẋ̂   (from g_γ = Σ u ⊙ x̂),   r_β = 0   (g_β does not move)
+  vjp          ū = γ ⊙ u,   u_x = r P(ū) = r (ū − mean(ū) − x̂ mean(ū ⊙ x̂)),
+               g_γ = Σ u ⊙ x̂  (k, d),   g_β = Σ u  (k, d)
+  jvp          ẏ as above; tcache = (ẋ̂, s), ``(n, k, *mid, d)`` and ``(n, k, *mid, 1)``
+  curvature    scache = (u, ū, m, u_x) for the first cotangent u ``(n, *mid, d)``, with
+               m = mean(ū ⊙ x̂) ``(n, *mid, 1)`` and u_x = r P(ū)
+  vjp_tangent  d/dε of the vjp at (x + εẋ, γ + εγ̇, β + εβ̇), u fixed; ū̇ = γ̇ ⊙ u and
+                 d/dε [r P(ū)] = ṙ P(ū)
+                                 + r [ū̇ − mean(ū̇) − ẋ̂ m − x̂ mean(ū̇ ⊙ x̂) − x̂ mean(ū ⊙ ẋ̂)],
+               where ṙ P(ū) = −r² s P(ū) = −r s u_x, so
+                 r_x = r (P(γ̇ ⊙ u) − s u_x − m ẋ̂ − x̂ mean(ū ⊙ ẋ̂)),
+                 r_γ = Σ u ⊙ ẋ̂   (from g_γ = Σ u ⊙ x̂),   r_β = 0   (g_β does not move)
 
 The cache is (x̂, r), ``(n, *mid, d)`` and ``(n, *mid, 1)``; ``forward(x, keep=False)`` returns
 None for it.

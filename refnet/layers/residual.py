@@ -7,13 +7,13 @@ reads is a module with attributes ``block`` (an ``nn.Sequential``) and optionall
 (an ``nn.Linear``), assigned in that order, whose ``forward`` is
 ``self.block(x) + (self.proj(x) if proj else x)``.
 
-Derivatives (J_F from the engine's sweeps over the block, run recursively):
+Derivatives (J_F from the engine's sweeps over the block, run recursively)::
 
-forward      y = s(x) + F(x),   s = identity or P
-vjp          u_x = sᵀ u + J_Fᵀ u;   g_F by the block's reverse sweep; g_P as Linear
-jvp          ẏ = ṡ + J_F ẋ + J_{F,θ} θ̇
-vjp_tangent  the block's R-backward sweep started from R{u} = 0 (its inner u_i, ẋ_i kept),
-             plus Linear's tangent term for P: r_x = u Ṗ, r_P = Σ uᵀ ẋ
+  forward      y = s(x) + F(x),   s = identity or P
+  vjp          u_x = sᵀ u + J_Fᵀ u;   g_F by the block's reverse sweep; g_P as Linear
+  jvp          ẏ = ṡ + J_F ẋ + J_{F,θ} θ̇
+  vjp_tangent  the block's R-backward sweep started from R{u} = 0 (its inner u_i, ẋ_i kept),
+               plus Linear's tangent term for P: r_x = u Ṗ, r_P = Σ uᵀ ẋ
 """
 from __future__ import annotations
 
