@@ -118,7 +118,10 @@ class MLP:
         activation : str
         init : ``"he"`` (σ_w² = 2), ``"lecun"`` (1), ``"glorot"`` (2/(1 + n_out/n_in),
             i.e. variance 2/(n_in + n_out)), all with σ_b = 0; or a pair
-            ``(sigma_w, sigma_b)``.
+            ``(sigma_w, sigma_b)``; or ``"torch"``: ``torch.nn.Linear``'s default, W_ij and
+            b_i ~ U(−1/√n_in, 1/√n_in) (kaiming_uniform with a = √5: bound
+            √(6/((1 + a²) n_in)) = 1/√n_in; the bias bound is 1/√fan_in), drawn from refnet's
+            ``seed`` (the distribution of torch's, not its numbers).
         bias : bool
             False gives a bias-free network (``biases is None``).
         seed : int or np.random.Generator
@@ -128,16 +131,18 @@ class MLP:
                              f"(n_0, ..., n_L); received {widths!r}")
         widths = [check_positive_int(w, f"widths[{i}]") for i, w in enumerate(widths)]
         get_activation(activation)
+        if isinstance(init, str) and init == "torch":
+            return cls._torch_init(widths, activation, bias, as_rng(seed))
         if isinstance(init, str):
             if init not in INITS:
-                raise ValueError(f"init: expected one of {sorted(INITS)} or (sigma_w, sigma_b); "
-                                 f"received {init!r}")
+                raise ValueError(f"init: expected one of {sorted([*INITS, 'torch'])} or "
+                                 f"(sigma_w, sigma_b); received {init!r}")
             var_w, sigma_b = INITS[init], 0.0
         else:
             try:
                 sw, sigma_b = (float(v) for v in init)
             except (TypeError, ValueError):
-                raise ValueError(f"init: expected one of {sorted(INITS)} or a pair (sigma_w, "
+                raise ValueError(f"init: expected one of {sorted([*INITS, 'torch'])} or a pair (sigma_w, "
                                  f"sigma_b); received {init!r}") from None
             if not (np.isfinite(sw) and np.isfinite(sigma_b) and sw >= 0 and sigma_b >= 0):
                 raise ValueError(f"init: expected finite sigma_w, sigma_b >= 0; received {init!r}")
@@ -147,6 +152,16 @@ class MLP:
         for n_in, n_out in zip(widths[:-1], widths[1:]):
             ws.append(rng.standard_normal((n_out, n_in)) * np.sqrt(var_w(n_in, n_out) / n_in))
             bs.append(rng.standard_normal(n_out) * sigma_b if sigma_b > 0 else np.zeros(n_out))
+        return cls(tuple(ws), tuple(bs) if bias else None, activation)
+
+    @classmethod
+    def _torch_init(cls, widths, activation, bias, rng):
+        """``init="torch"``: per layer W then b, each U(−1/√n_in, 1/√n_in)."""
+        ws, bs = [], []
+        for n_in, n_out in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / np.sqrt(n_in)
+            ws.append(rng.uniform(-bound, bound, (n_out, n_in)))
+            bs.append(rng.uniform(-bound, bound, n_out))
         return cls(tuple(ws), tuple(bs) if bias else None, activation)
 
     # ------------------------------------------------------------------ shapes

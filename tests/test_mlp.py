@@ -236,3 +236,21 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         refnet.save(p, refnet.MLP.init([3, 4, 2], seed=9))
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["net.npz"]
+
+
+def test_torch_init_matches_nn_linear_distribution():
+    """init="torch" is torch.nn.Linear's default (Paszke et al. 2019; kaiming_uniform(a=√5)):
+    W and b uniform on ±1/√n_in. The sample range and variance 1/(3 n_in) of a 784-200 layer
+    are checked (a normal init with σ² = 1/n_in would exceed the bound and triple the variance)."""
+    import refnet
+    net = refnet.MLP.init([784, 200, 10], "relu", init="torch", seed=0)
+    for W, b in zip(net.weights, net.biases):
+        bound = 1.0 / np.sqrt(W.shape[1])
+        assert np.abs(W).max() <= bound and np.abs(b).max() <= bound
+        assert np.abs(W).max() > 0.99 * bound
+        # var of U(-c, c) is c²/3; its sample mean over m draws has sd ~ c² sqrt(4/45/m)
+        m = W.size
+        assert abs(W.var() - bound ** 2 / 3) <= 5 * bound ** 2 * np.sqrt(4 / 45 / m)
+    assert refnet.MLP.init([3, 4], init="torch", seed=1) == refnet.MLP.init([3, 4], init="torch", seed=1)
+    with pytest.raises(ValueError, match="init: expected one of .*'torch'"):
+        refnet.MLP.init([3, 4], init="kaiming")
