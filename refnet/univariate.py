@@ -291,6 +291,10 @@ class EffectiveKnots:
         return int((self.inside & self.on_data).sum())
 
 
+#: a knot is "on a data point" within this fraction of the gap between its neighbouring inputs
+_ON_DATA_RTOL = 1e-2
+
+
 def effective_knots(model, x_train, rtol: float = 1e-2, merge_tol=None, on_data_tol=None):
     """Cluster the knots of a univariate ReLU network into the kinks its function has.
 
@@ -302,8 +306,10 @@ def effective_knots(model, x_train, rtol: float = 1e-2, merge_tol=None, on_data_
         relative to the largest cluster's |Σa|
     merge_tol : float or None, knots closer than this (after sorting) merge; default 1e-3 ×
         the data range
-    on_data_tol : float or None, "on a data point" distance; default 1e-2 × the smallest
-        positive gap between sorted training inputs
+    on_data_tol : float or None, an absolute "on a data point" distance; default None: a knot
+        is on a data point when its distance to the nearest one is at most 1e-2 × the local
+        gap (the gap between the two training inputs around it), so a knot 0.6% of its own
+        gap from a point counts as on it wherever the data are dense or sparse
 
     Returns
     -------
@@ -314,10 +320,8 @@ def effective_knots(model, x_train, rtol: float = 1e-2, merge_tol=None, on_data_
     span = float(x[-1] - x[0]) or 1.0
     merge_tol = 1e-3 * span if merge_tol is None else check_positive_float(merge_tol, "merge_tol",
                                                                            allow_zero=True)
-    gaps = np.diff(np.unique(x))
-    if on_data_tol is None:
-        on_data_tol = 1e-2 * (gaps.min() if gaps.size else span)
-    on_data_tol = check_positive_float(on_data_tol, "on_data_tol", allow_zero=True)
+    if on_data_tol is not None:
+        on_data_tol = check_positive_float(on_data_tol, "on_data_tol", allow_zero=True)
     t, a, _ = knots(model)
     order = np.argsort(t, kind="stable")
     t, a = t[order], a[order]
@@ -337,9 +341,13 @@ def effective_knots(model, x_train, rtol: float = 1e-2, merge_tol=None, on_data_
     T, A = T[keep], A[keep]
     inside = (T > x[0]) & (T < x[-1])
     if T.size:
-        j = np.clip(np.searchsorted(x, T), 1, x.size - 1) if x.size > 1 else np.zeros(T.size, int)
-        d = np.minimum(np.abs(T - x[j]), np.abs(T - x[np.maximum(j - 1, 0)]))
-        on = d <= on_data_tol
+        xu = np.unique(x)
+        j = np.clip(np.searchsorted(xu, T), 1, xu.size - 1) if xu.size > 1 else np.zeros(T.size, int)
+        lo, hi = xu[np.maximum(j - 1, 0)], xu[j]
+        d = np.minimum(np.abs(T - hi), np.abs(T - lo))
+        tol = on_data_tol if on_data_tol is not None else _ON_DATA_RTOL * np.where(
+            hi > lo, hi - lo, span)
+        on = d <= tol
     else:
         on = np.zeros(0, dtype=bool)
     return EffectiveKnots(_frozen(T), _frozen(A), _frozen(inside), _frozen(on), thr)

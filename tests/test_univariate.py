@@ -207,6 +207,16 @@ def test_effective_knots():
     assert ek.count == 2 and ek.count_on_data == 1
 
 
+def test_on_data_is_judged_against_the_local_gap():
+    """A knot 0.6% of its local gap from a data point is on it, even where the smallest gap of
+    the data set is 100x smaller; 2% of the local gap is not; an absolute tol overrides."""
+    x = np.array([0.0, 0.001, 0.5, 1.0])           # smallest gap 0.001, local gap 0.5 at 0.5
+    u = uv.Univariate(np.ones(2), np.array([0.5 + 0.003, 0.5 + 0.01]), np.array([1.0, 1.0]), 0.0)
+    np.testing.assert_array_equal(uv.effective_knots(u, x).on_data, [True, False])
+    np.testing.assert_array_equal(uv.effective_knots(u, x, on_data_tol=1e-5).on_data,
+                                  [False, False])
+
+
 def test_make_1d_regression():
     x, y, f = uv.make_1d_regression(20, 0.0, seed=3, R=2.0)
     assert x.shape == (20, 1) and np.all(np.diff(x[:, 0]) >= 0) and np.abs(x).max() <= 2
