@@ -125,17 +125,21 @@ def plot(out, x, y, grid, f_star, results):
     return path
 
 
-def problem():
+#: --init choices: a small Gaussian initialisation, or torch.nn.Linear's default
+INITS = {"small": (0.2, 0.2), "torch": "torch"}
+
+
+def problem(init="small"):
     """The data (30 noisy points of f*) and the initial network, the same in every run."""
     x, y, f_star = uv.make_1d_regression(30, 0.3, seed=0)
-    net = MLP.init([1, 100, 1], "relu", init=(0.2, 0.2), bias=True, seed=1)
+    net = MLP.init([1, 100, 1], "relu", init=INITS[init], bias=True, seed=1)
     return x, y, f_star, net
 
 
-def run_one(eta, steps, progress=False):
+def run_one(eta, steps, init="small", progress=False):
     """One step size of the sweep (module-level and rebuilding its data, so that a process
     pool or a cluster can run it: refnet.sweeps.run_grid)."""
-    x, y, f_star, net = problem()
+    x, y, f_star, net = problem(init)
     return fit(net, x, y, eta, steps, f_star, progress)
 
 
@@ -147,14 +151,23 @@ def main(argv=None):
     p.add_argument("--progress", action="store_true", help="progress lines on stderr")
     p.add_argument("--workers", type=int, default=1,
                    help="run the step sizes in parallel on a process pool of N workers")
+    p.add_argument("--init", choices=sorted(INITS), default="small",
+                   help="initialisation: small Gaussian (default) or torch's nn.Linear default "
+                        "(with --steps 5000000: the paper's small-vs-large contrast, ~10 min)")
+    p.add_argument("--steps", type=int, default=None, help="GD steps of every run")
     args = p.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps: expected an integer >= 1; received {args.steps}")
     if args.workers < 1:
         p.error(f"--workers: expected an integer >= 1; received {args.workers}")
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     x, y, f_star, _ = problem()
     plan = [(0.01, 3000), (0.4, 1500)] if args.quick else [(0.01, 100000), (0.4, 20000)]
-    grid = [{"eta": eta, "steps": steps, "progress": args.progress} for eta, steps in plan]
+    if args.steps is not None:
+        plan = [(eta, args.steps) for eta, _ in plan]
+    grid = [{"eta": eta, "steps": steps, "init": args.init, "progress": args.progress}
+            for eta, steps in plan]
     if args.workers == 1:
         results = list(run_grid(run_one, grid, seed=0, seed_arg=None).results)
     else:
@@ -178,8 +191,8 @@ def main(argv=None):
     png = plot(args.out, x, y, np.linspace(-1, 1, 1001), f_star, results)
     summaries = [s for _, _, s in results]
     with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump({"quick": args.quick, "n": 30, "width": 100, "noise": 0.3, "runs": summaries,
-                   "plot": png, "seconds": time.perf_counter() - t0}, f, indent=2)
+        json.dump({"quick": args.quick, "init": args.init, "n": 30, "width": 100, "noise": 0.3,
+                   "runs": summaries, "plot": png, "seconds": time.perf_counter() - t0}, f, indent=2)
     print("stable minima, 30 noisy points, 100 ReLU units, full-batch GD:")
     for s in summaries:
         print(f"  eta={s['eta']:<5g} {s['steps']:>6d} steps: {s['effective_knots_inside']:2d} effective "
