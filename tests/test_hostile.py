@@ -367,7 +367,7 @@ BAD = {
     "widths float": (lambda: refnet.MLP.init([3, 2.0, 1]), TypeError,
                      r"^widths\[1\]: expected an int >= 1; received float"),
     "init name": (lambda: refnet.MLP.init([2, 2], init="xavier"), ValueError,
-                  r"^init: expected one of \['glorot', 'he', 'lecun'\] .*; received 'xavier'"),
+                  r"^init: expected one of \['glorot', 'he', 'lecun', 'torch'\] .*; received 'xavier'"),
     "init negative": (lambda: refnet.MLP.init([2, 2], init=(-1.0, 0.0)), ValueError,
                       r"^init: expected finite sigma_w, sigma_b >= 0; received \(-1\.0, 0\.0\)"),
     "Linear weight nan": (lambda: Linear(np.full((2, 2), np.nan)), ValueError,
