@@ -533,6 +533,17 @@ def _network_args(width, depth, burn_in, n_batches, activation, sigma_w, sigma_b
             max_running)
 
 
+def _initial_pair(rng, width, k, x0, separation):
+    """The start of :func:`network_lyapunov_spectrum`: a₀ (``x0`` or Gaussian), the second
+    input a₀ + δ with ‖δ‖ = ``separation``·‖a₀‖ in a random direction, a random orthonormal
+    ``(width, k)`` frame, and ‖δ‖ (draws in this order from ``rng``)."""
+    a = rng.standard_normal(width) if x0 is None else as_float_array(x0, "x0", shape=(width,))
+    q = _orthonormal_frame(rng.standard_normal((width, k)))
+    u = rng.standard_normal(width)
+    scale = separation * max(float(np.linalg.norm(a)), 1e-300)
+    return a, a + scale * u / np.linalg.norm(u), q, scale
+
+
 def network_lyapunov_spectrum(width, depth, activation, sigma_w, sigma_b, seed=0, k=None,
                               x0=None, burn_in=0, n_batches=None, separation=1e-6,
                               max_running=1000) -> NetworkLyapunovResult:
@@ -597,14 +608,7 @@ def network_lyapunov_spectrum(width, depth, activation, sigma_w, sigma_b, seed=0
      max_running) = _network_args(width, depth, burn_in, n_batches, activation, sigma_w,
                                   sigma_b, separation, k, max_running)
     rng = as_rng(seed)
-    if x0 is None:
-        a = rng.standard_normal(width)
-    else:
-        a = as_float_array(x0, "x0", shape=(width,))
-    q = _orthonormal_frame(rng.standard_normal((width, k)))
-    u = rng.standard_normal(width)
-    scale = separation * max(float(np.linalg.norm(a)), 1e-300)
-    ap = a + scale * u / np.linalg.norm(u)
+    a, ap, q, scale = _initial_pair(rng, width, k, x0, separation)
     acc = _Accumulator(depth, k, n_batches, max_running)
     dacc = _Accumulator(depth, 1, n_batches, 2)
     a, collapsed = _two_trajectories(rng, act, sigma_w / math.sqrt(width), sigma_b, a, ap, q,

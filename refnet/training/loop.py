@@ -388,6 +388,25 @@ def train(net, x, y, loss="mse", *, optimizer="gd", lr=None, steps=1000, batch_s
     >>> run.status, run.history["loss"].shape
     ('max_steps', (101,))
     """
+    s, pb = _setup(net, x, y, loss, optimizer=optimizer, lr=lr, steps=steps,
+                   batch_size=batch_size, seed=seed, record=record, every=every,
+                   callback=callback, momentum=momentum, betas=betas, eps_adam=eps_adam,
+                   progress=progress, diverge_factor=diverge_factor, tol=tol,
+                   sharpness_kw=sharpness_kw, local_rank_kw=local_rank_kw,
+                   weight_decay=weight_decay, grad_fn=grad_fn)
+    with np.errstate(over="ignore", invalid="ignore"), allow_nonfinite():  # divergence is detected
+        theta, status, diverged_at, message = _run(s, pb.theta0)
+    s.progress.done(message)
+    history = s.history.arrays()
+    return Run(_net_at(pb.net, theta, owned=True), history, status,
+               int(history["steps"][-1]), diverged_at, message)
+
+
+def _setup(net, x, y, loss, *, optimizer, lr, steps, batch_size, seed, record, every, callback,
+           momentum, betas, eps_adam, progress, diverge_factor, tol, sharpness_kw,
+           local_rank_kw, weight_decay, grad_fn):
+    """Every argument of :func:`train` checked, and the loop's state built: ``(_Setup, the
+    prepared problem)``."""
     opt = _make_optimizer(optimizer, lr, momentum, betas, eps_adam, weight_decay)
     sharpness_kw = _check_kw(sharpness_kw, "sharpness_kw")
     local_rank_kw = _check_kw(local_rank_kw, "local_rank_kw")
@@ -407,9 +426,4 @@ def train(net, x, y, loss="mse", *, optimizer="gd", lr=None, steps=1000, batch_s
                None if batch_size is None else minibatches(pb.x.shape[0], batch_size, rng),
                grad_fn, rng, tol, diverge_factor, History(record, callback, ctx),
                _Progress(progress, steps))
-    with np.errstate(over="ignore", invalid="ignore"), allow_nonfinite():  # divergence is detected
-        theta, status, diverged_at, message = _run(s, pb.theta0)
-    s.progress.done(message)
-    history = s.history.arrays()
-    return Run(_net_at(pb.net, theta, owned=True), history, status,
-               int(history["steps"][-1]), diverged_at, message)
+    return s, pb
