@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import as_rng
 from .activations import ACTIVATIONS
 from .losses import get_loss
 from .mlp import MLP
@@ -41,7 +42,7 @@ def random_case(seed: int, widths=(3, 5, 2), activation: str = "tanh", bias: boo
     standard-normal inputs times ``input_scale`` and standard-normal targets
     (or uniform labels for cross_entropy)."""
     get_loss(loss)
-    rng = np.random.default_rng(seed)
+    rng = as_rng(seed)
     net = MLP.init(widths, activation=activation, init=init, bias=bias, seed=rng)
     if bias:  # nonzero biases exercise the bias paths
         net = MLP(net.weights, tuple(0.1 * rng.standard_normal(b.shape) for b in net.biases),
@@ -142,7 +143,7 @@ def build_network(plan, in_shape, seed: int = 0):
     N(0, 1/n_in), biases and LayerNorm shifts N(0, 0.1²), gains 1 + N(0, 0.1²).
     """
     from .network import Network
-    rng = np.random.default_rng(seed)
+    rng = as_rng(seed)
     in_shape = tuple(in_shape)
     layers, _ = _build(plan, in_shape[-1], rng, len(in_shape) == 2)
     return Network(layers, in_shape)
@@ -153,7 +154,7 @@ def network_case(seed: int, plan, in_shape, batch: int = 3, seq_len: int = 3,
     """:func:`build_network` with standard-normal inputs ``(batch, *in_shape)`` (sequence axis
     ``seq_len``) and targets as :func:`random_case`."""
     get_loss(loss)
-    net = build_network(plan, in_shape, seed)
+    net = build_network(plan, in_shape, seed)   # checks seed (a non-negative int)
     rng = np.random.default_rng([seed, 1])
     shape = tuple(seq_len if s is None else s for s in net.in_shape)
     x = rng.standard_normal((batch,) + shape)

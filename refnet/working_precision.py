@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import as_rng
 from .activations import get_activation
 from .mlp import MLP
 from .rounding import evaluation_magnitudes
@@ -77,7 +78,7 @@ class _Problem:
     """The permuted problem in the working precision ``dt``."""
 
     def __init__(self, net: MLP, x, y, v, dt, seed):
-        rng = np.random.default_rng(seed)
+        rng = as_rng(seed)
         order, units = _permutations(net, x.shape[0], rng)
         self.order, self.idx, self.dt, self.rng = order, _flat_index(net, units), dt, rng
         self.u = float(np.finfo(dt).eps) / 2
