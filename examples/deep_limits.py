@@ -10,7 +10,12 @@ Measures, and writes to ``--out`` (default ``examples/out/deep_limits``):
    correlation map (ReLU at the edge of chaos, tanh ordered and chaotic).
 4. ``cutoff_profiles.csv`` -- survival P(x_t != 0) of x_{t+1} = round(tanh(W_t x_t)) vs
    depth at several precisions, with the inverse-Gaussian first-passage prediction.
-5. ``summary.json`` and, if matplotlib is installed, ``deep_limits.png``.
+5. ``escape_rates.csv`` -- the rate of escape ℓ = lim ‖T_n⋯T_1x_0 − x_0‖/n of random
+   non-expansive layers (Kingman; Avelin & Karlsson 2022, §3): tied residual tanh blocks in
+   1-D across the drift μ against the closed form max(μ − 1, −μ − 1, 0), a 3-D block with no
+   closed form, and tanh layers with ‖W‖₂ ≤ 1 (ℓ = 0); ``escape_convergence.csv`` -- a_n/n
+   against n.
+6. ``summary.json`` and, if matplotlib is installed, ``deep_limits.png``.
 
 Run: ``python examples/deep_limits.py [--quick] [--out DIR]``.
 """
@@ -30,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from refnet import cutoff as co  # noqa: E402
+from refnet import deep_limits as dl  # noqa: E402
 from refnet import meanfield as mf  # noqa: E402
 from refnet import products as pr  # noqa: E402
 
@@ -132,7 +138,57 @@ def cutoff(quick):
     return rows, summ
 
 
-def plot(out, lyap, net, corr, cut):
+def escape_rates(quick):
+    """ℓ̃ ± se per family (rows: family, drift, depth n, rate, stderr, closed form) and the
+    convergence of mean a_n/n (rows: family, n, mean a_n/n, stderr, extrapolated ℓ̃)."""
+    depth, paths = (60, 300) if quick else (400, 2000)
+    drifts = np.linspace(-2.5, 2.5, 11 if quick else 21)
+    fams = [(f"1-D residual tanh, mu = {m:+.2f}", dl.GradientStepLayers(1, drift=float(m)))
+            for m in drifts]
+    fams += [("3-D residual tanh (6 hidden), mu = 3", dl.GradientStepLayers(3, hidden=6, drift=3.0)),
+             ("tanh, N = 4, ||W||_2 = 1", dl.TanhLayers(4))]
+    rows, conv, summ = [], [], []
+    for i, (label, f) in enumerate(fams):
+        r = dl.escape_rate(f, depth=depth, paths=paths, seed=100 + i)
+        ell = f.rate()
+        rows.append((label, getattr(f, "drift", ""), r.n, r.rate, r.stderr,
+                     "" if ell is None else ell))
+        summ.append({"family": label, "rate": r.rate, "stderr": r.stderr, "closed_form": ell,
+                     "z": None if ell is None else (r.rate - ell) / r.stderr,
+                     "rate_n": r.rate_n, "fekete_gap": r.fekete_gap,
+                     "subadditivity_excess": r.subadditivity_excess})
+    for label, f in (fams[len(drifts) - 2], fams[-2], fams[-1]):
+        for n in np.unique(np.geomspace(5, depth, 8).astype(int)):
+            r = dl.escape_rate(f, depth=int(n), paths=paths, seed=7)
+            conv.append((label, int(n), r.rate_n, r.stderr_n, r.rate))
+    return rows, conv, summ
+
+
+def _plot_escape(ax, esc, conv):
+    a = ax[0]
+    one = [r for r in esc if r[0].startswith("1-D")]
+    mu = [r[1] for r in one]
+    a.errorbar(mu, [r[3] for r in one], yerr=[6 * r[4] for r in one], fmt="o",
+               label="estimate 2 l_2n - l_n (+-6 se)")
+    m = np.linspace(min(mu), max(mu), 200)
+    a.plot(m, np.maximum.reduce([m - 1, -m - 1, 0 * m]), "k--",
+           label="closed form max(mu - 1, -mu - 1, 0)")
+    a.set(xlabel="drift mu = E b", ylabel="rate of escape l",
+          title="1-D tied residual tanh block x - w a tanh(wx + c) + b")
+    a.legend(fontsize=8)
+    a = ax[1]
+    for lab in dict.fromkeys(r[0] for r in conv):
+        rr = [r for r in conv if r[0] == lab]
+        line = a.errorbar([r[1] for r in rr], [r[2] for r in rr], yerr=[6 * r[3] for r in rr],
+                          fmt="o-", ms=3, label=f"{lab}: mean a_n / n")
+        a.plot([r[1] for r in rr], [r[4] for r in rr], "x--", color=line[0].get_color(),
+               label=f"{lab}: 2 l_2n - l_n")
+    a.set(xscale="log", xlabel="depth n", ylabel="per-layer distance",
+          title="Kingman: a_n / n converges (non-expansive layers)")
+    a.legend(fontsize=6, loc="upper right")
+
+
+def plot(out, lyap, net, corr, cut, esc, conv):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -140,7 +196,7 @@ def plot(out, lyap, net, corr, cut):
     except ImportError:
         print("matplotlib not installed: skipping the plot")
         return None
-    fig, ax = plt.subplots(2, 2, figsize=(13, 12))
+    fig, ax = plt.subplots(3, 2, figsize=(13, 17))
     a = ax[0, 0]
     k = [r[0] for r in lyap]
     a.errorbar(k, [r[1] for r in lyap], yerr=[6 * r[2] for r in lyap], fmt="o",
@@ -179,11 +235,42 @@ def plot(out, lyap, net, corr, cut):
     a.set_xscale("log")
     # outside the axes: the curves fill the panel, a legend inside would cover them
     a.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=1, frameon=False)
+    _plot_escape(ax[2], esc, conv)
     fig.tight_layout()
     path = os.path.join(out, "deep_limits.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def report(s_lyap, s_net, s_corr, s_cut, s_esc):
+    """Print one line per measurement (the numbers of docs/random_depth.md)."""
+    print(f"Gaussian products (n=6): QR vs Newman, max |z| = {s_lyap['max_abs_z']:.2f} "
+          f"over {s_lyap['steps']} steps")
+    print(f"tanh networks (width {s_net['width']}, depth {s_net['depth']}): edge of chaos "
+          f"sigma_w = {s_net['edge_of_chaos_sigma_w']:.4f}; |QR - distance rate| <= "
+          f"{s_net['max_abs_qr_minus_distance']:.3f}, |QR - 1/2 log chi_1| <= "
+          f"{s_net['max_abs_qr_minus_meanfield']:.3f}")
+    print(f"ReLU map: composite quadrature vs closed form "
+          f"{s_corr['relu_map_quadrature_vs_closed_form']:.1e}, "
+          f"Gauss-Hermite(80) {s_corr['relu_map_hermite80_vs_closed_form']:.1e}")
+    for lab, v in s_corr.items():
+        if isinstance(v, dict):
+            print(f"  {lab}: finite width vs map max|err| = {v['max_abs_err']:.2e} "
+                  f"(max {v['max_z']:.1f} se), c* = {v['fixed_point']:.4f}, "
+                  f"xi_c = {v['depth_scale']:.3g}")
+    print("cut-off (simulated median depth [0.9, 0.1 survival] vs first-passage prediction):")
+    for s in s_cut:
+        print(f"  {s['label']:28s} lambda_1 = {s['lyapunov']:+.3f}: {s['cutoff_depth']:.0f} "
+              f"[{s['window'][0]:.0f}, {s['window'][1]:.0f}] vs {s['predicted_median']:.1f} "
+              f"[{s['predicted_window'][0]:.1f}, {s['predicted_window'][1]:.1f}]; "
+              f"window/location {s['window_over_location']:.2f}")
+    crit = [e for e in s_esc if e["family"].endswith(("= +1.00", "= -1.00"))]
+    zs = [abs(e["z"]) for e in s_esc if e["z"] is not None and e not in crit]
+    print(f"rate of escape: {len(zs)} closed-form families off the critical drifts, max |z| = "
+          f"{max(zs):.2f}; at |mu| = 1 (null recurrent, a_n ~ sqrt n, so the O(1/n) "
+          f"extrapolation does not apply) z = " + ", ".join(f"{e['z']:.1f}" for e in crit))
+    print("  " + "; ".join(f"{e['family']}: {e['rate']:.4f} +- {e['stderr']:.1e}" for e in s_esc[-2:]))
 
 
 def main(argv=None):
@@ -206,33 +293,19 @@ def main(argv=None):
     cut, s_cut = cutoff(args.quick)
     _write_csv(os.path.join(args.out, "cutoff_profiles.csv"),
                ["setting", "depth", "survival", "stderr", "predicted_survival"], cut)
-    png = plot(args.out, lyap, net, corr, cut)
+    esc, conv, s_esc = escape_rates(args.quick)
+    _write_csv(os.path.join(args.out, "escape_rates.csv"),
+               ["family", "drift", "depth", "rate", "stderr", "closed_form"], esc)
+    _write_csv(os.path.join(args.out, "escape_convergence.csv"),
+               ["family", "depth", "mean_a_n_over_n", "stderr", "extrapolated_rate"], conv)
+    png = plot(args.out, lyap, net, corr, cut, esc, conv)
     summary = {"quick": args.quick, "lyapunov_gaussian": s_lyap, "network_lyapunov": s_net,
-               "correlations": s_corr, "cutoff": s_cut, "plot": png,
+               "correlations": s_corr, "cutoff": s_cut, "escape_rates": s_esc, "plot": png,
                "seconds": time.perf_counter() - t0}
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
 
-    print(f"Gaussian products (n=6): QR vs Newman, max |z| = {s_lyap['max_abs_z']:.2f} "
-          f"over {s_lyap['steps']} steps")
-    print(f"tanh networks (width {s_net['width']}, depth {s_net['depth']}): edge of chaos "
-          f"sigma_w = {s_net['edge_of_chaos_sigma_w']:.4f}; |QR - distance rate| <= "
-          f"{s_net['max_abs_qr_minus_distance']:.3f}, |QR - 1/2 log chi_1| <= "
-          f"{s_net['max_abs_qr_minus_meanfield']:.3f}")
-    print(f"ReLU map: composite quadrature vs closed form "
-          f"{s_corr['relu_map_quadrature_vs_closed_form']:.1e}, "
-          f"Gauss-Hermite(80) {s_corr['relu_map_hermite80_vs_closed_form']:.1e}")
-    for lab, v in s_corr.items():
-        if isinstance(v, dict):
-            print(f"  {lab}: finite width vs map max|err| = {v['max_abs_err']:.2e} "
-                  f"(max {v['max_z']:.1f} se), c* = {v['fixed_point']:.4f}, "
-                  f"xi_c = {v['depth_scale']:.3g}")
-    print("cut-off (simulated median depth [0.9, 0.1 survival] vs first-passage prediction):")
-    for s in s_cut:
-        print(f"  {s['label']:28s} lambda_1 = {s['lyapunov']:+.3f}: {s['cutoff_depth']:.0f} "
-              f"[{s['window'][0]:.0f}, {s['window'][1]:.0f}] vs {s['predicted_median']:.1f} "
-              f"[{s['predicted_window'][0]:.1f}, {s['predicted_window'][1]:.1f}]; "
-              f"window/location {s['window_over_location']:.2f}")
+    report(s_lyap, s_net, s_corr, s_cut, s_esc)
     print(f"wrote {args.out} in {summary['seconds']:.1f} s" + (f" (plot {png})" if png else ""))
     return 0
 

@@ -30,7 +30,7 @@ from .eigenpairs import compare_eigenpairs
 from .local_rank import jacobian_singular_values, local_rank
 from . import (curvature, cutoff, fd, fixtures, meanfield, oracle, products, randomized,
                spectral, testing, univariate, working_precision)
-from . import datasets, disentanglement, gp, neural_processes, sprites, vae
+from . import datasets, deep_limits, disentanglement, gp, neural_processes, sprites, vae
 from . import sweeps
 from .sweeps import SweepResult, run_grid
 
@@ -61,7 +61,7 @@ __all__ = [
     # spectral bias and randomized backprop
     "spectral", "randomized",
     # beta-VAE and disentanglement; (attentive) neural processes on GP tasks
-    "vae", "datasets", "disentanglement", "sprites", "neural_processes", "gp",
+    "vae", "datasets", "deep_limits", "disentanglement", "sprites", "neural_processes", "gp",
     # the oracle's working-precision samples (bound="estimated")
     "working_precision",
     # sweeps of independent runs on any concurrent.futures executor

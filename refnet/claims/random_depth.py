@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import meanfield as mf
+from ..deep_limits import GradientStepLayers, TanhLayers, escape_rate
 from ..cutoff import critical_scale, top_exponent
 from ..products import (_qr_step, gaussian_log_det_mean, gaussian_lyapunov_spectrum,
                         gaussian_lyapunov_variance, lyapunov_spectrum, orthogonal_sampler)
@@ -461,3 +462,79 @@ def correlation_map_matches_finite_width(case: FiniteWidthCase) -> Check:
     return Check(v, Z, f"{case.activation} sigma_w={case.sigma_w:.4g} sigma_b={case.sigma_b} "
                        f"width={case.width} pairs={case.n_pairs}: max|err|={err.max():.2e}, "
                        f"max se={r.stderr.max():.1e}, b_L={b[-1]:.1e}")
+
+
+# ------------------------------------------------------------------------------ deep limits
+@dataclass(frozen=True)
+class EscapeCase:
+    """Rate of escape of i.i.d. non-expansive ``family`` layers over ``paths`` orbits of
+    depth ``2 depth`` (and, for the convergence check, an independent run at ``2 depth``)."""
+
+    family: object
+    depth: int
+    paths: int
+    seed: int
+
+
+def _escape_cases(quick):
+    d, P = (60, 400) if quick else (200, 800)
+    fams = [TanhLayers(4), GradientStepLayers(1, drift=1.5), GradientStepLayers(1, drift=-1.2),
+            GradientStepLayers(1, drift=0.3), GradientStepLayers(3, hidden=6, drift=3.0)]
+    if not quick:
+        fams += [TanhLayers(6, spectral_norm=0.9, bias_std=2.0),
+                 GradientStepLayers(1, drift=2.0, spectral_norm=0.5, alpha_max=6.0)]
+    return [EscapeCase(f, d if f.width == 1 else d // 2, P, i + 1) for i, f in enumerate(fams)]
+
+
+def _label(f) -> str:
+    keys = [k for k in f.__dataclass_fields__ if getattr(f, k) is not None]
+    return type(f).__name__ + "(" + ", ".join(f"{k}={getattr(f, k):g}" for k in keys) + ")"
+
+
+@claim("escape_rate_subadditive",
+       source="Avelin & Karlsson 2022 (JMLR 23), §3: a_n = d(x0, T_n...T_1 x0) is subadditive",
+       statement="For non-expansive random layers (tanh with ||W||_2 <= 1; tied residual "
+                 "tanh blocks, a gradient step on a convex function) a_2n <= a_n + a_n o theta^n "
+                 "on every path, up to the derived rounding slack.",
+       cases=_escape_cases)
+def escape_rate_subadditive(case: EscapeCase) -> Check:
+    """value = max over paths of a_{2n} − a_n − a_n∘θ^n (≤ 0 exactly, by the triangle
+    inequality and ‖T_{2n}⋯T_{n+1}y − T_{2n}⋯T_{n+1}x_0‖ ≤ ‖y − x_0‖); bound = the rounding
+    slack on that path (:func:`refnet.deep_limits.escape_rate`: the per-step bounds summed,
+    plus the norms' and the sum's roundings). An expanding family fails it."""
+    r = escape_rate(case.family, depth=case.depth, paths=case.paths, seed=case.seed)
+    return Check(r.subadditivity_excess, r.rounding_slack,
+                 f"{_label(case.family)}, n={r.n}, {r.paths} paths")
+
+
+@claim("escape_rate_kingman_limit",
+       source="Kingman 1968 subadditive ergodic theorem, as used by Avelin & Karlsson 2022, §3",
+       statement="a_n/n converges to the rate of escape l = inf_n E a_n/n: E a_n/n >= E a_2n/2n "
+                 "(Fekete), the extrapolated rate 2 l_2n - l_n agrees at depths n and 2n, and "
+                 "equals the closed form where known (tanh: 0; 1-D tied residual tanh: "
+                 "max(mu - E|w|alpha, -mu - E|w|alpha, 0)), within 6 standard errors.",
+       cases=_escape_cases)
+def escape_rate_kingman_limit(case: EscapeCase) -> Check:
+    """value = the largest of three z-scores (bound Z = 6, paths ≥ 400 so the means are
+    normal to within the t-correction):
+
+    * Fekete: −mean(a_n/n − a_{2n}/(2n)) / se (E[a_{2n}] ≤ 2 E[a_n] by subadditivity and
+      stationarity);
+    * convergence: |ℓ̃(n) − ℓ̃(2n)| / √(se² + se²), two independent runs;
+    * closed form: |ℓ̃(2n) − ℓ| / se, when the family has one.
+
+    ℓ̃ = mean(a_{2n} − a_n)/n removes the O(1/n) bias of a_n/n; what is left is o(1/n)
+    when the transient (the time before the orbit escapes, or its stationary spread when it
+    does not) has a finite mean, as in these families.
+    """
+    f = case.family
+    r1 = escape_rate(f, depth=case.depth, paths=case.paths, seed=case.seed)
+    r2 = escape_rate(f, depth=2 * case.depth, paths=case.paths, seed=case.seed + 1000)
+    z_fek = max(-r.fekete_gap / r.fekete_stderr for r in (r1, r2))
+    z_conv = abs(r1.rate - r2.rate) / math.hypot(r1.stderr, r2.stderr)
+    ell = f.rate()
+    z_form = abs(r2.rate - ell) / max(r2.stderr, EPS) if ell is not None else 0.0
+    known = f"l={ell:.4g}" if ell is not None else "no closed form"
+    return Check(float(max(z_fek, z_conv, z_form)), Z,
+                 f"{_label(f)}: rate {r2.rate:.4f} +- {r2.stderr:.1e} at n={r2.n} ({known}); "
+                 f"z Fekete {z_fek:.1f}, convergence {z_conv:.1f}, closed form {z_form:.1f}")
