@@ -17,7 +17,11 @@ Writes to ``--out`` (default ``examples/out/stable_minima``): ``data.csv``, ``fi
 (grid, f*, both fits), ``knots.csv``, ``training.csv`` (loss, sharpness along training),
 ``summary.json`` and, with matplotlib, ``stable_minima.png``.
 
-Run: ``python examples/stable_minima.py [--quick] [--out DIR]``.
+Run: ``python examples/stable_minima.py [--quick] [--out DIR] [--init small|torch]
+[--etas 0.01,0.4] [--steps N | --flow-time T] [--workers N]``. ``--flow-time T`` gives every
+run the same gradient-flow time η·steps = T (steps = round(T/η)), the comparison at which small
+steps are not handicapped by the step budget; with three or more step sizes the plot adds
+effective knots and test MSE against 1/η.
 """
 from __future__ import annotations
 
@@ -87,12 +91,14 @@ def plot(out, x, y, grid, f_star, results):
     except ImportError:
         print("matplotlib not installed: skipping the plot")
         return None
-    fig, ax = plt.subplots(1, 3, figsize=(17, 5))
+    sweep = len(results) >= 3
+    fig, ax = plt.subplots(1, 4 if sweep else 3, figsize=(22 if sweep else 17, 5))
+    colours = ("C0", "C3") if len(results) == 2 else [f"C{i}" for i in range(len(results))]
     below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)  # off the data
     a = ax[0]
     a.plot(x[:, 0], y[:, 0], "k.", ms=7, label="training data")
     a.plot(grid, f_star(grid), "k:", lw=1, label="f* (truth)")
-    for (run, ek, s), c in zip(results, ("C0", "C3")):
+    for (run, ek, s), c in zip(results, colours):
         f = uv.to_univariate(run.net)
         a.plot(grid, f(grid), color=c, lw=1.5,
                label=f"eta = {s['eta']:g}: {s['effective_knots_inside']} knots, "
@@ -102,7 +108,7 @@ def plot(out, x, y, grid, f_star, results):
     a.set(xlabel="x", ylabel="f(x)", title="GD fits (triangles: effective knots)")
     a.legend(fontsize=8, **below)
     a = ax[1]
-    for (run, ek, s), c in zip(results, ("C0", "C3")):
+    for (run, ek, s), c in zip(results, colours):
         h = run.history
         a.plot(np.maximum(h["steps"], 1), h["sharpness"], color=c, label=f"sharpness, eta = {s['eta']:g}")
         a.axhline(2 / s["eta"], color=c, ls="--", lw=1, label=f"2/eta = {2 / s['eta']:g}")
@@ -112,17 +118,48 @@ def plot(out, x, y, grid, f_star, results):
     a = ax[2]
     t = np.linspace(-1.1, 1.1, 1001)
     a.plot(t, uv.weight_function(t, x), "k-", label="g(t) of the training inputs")
-    for (run, ek, s), c in zip(results, ("C0", "C3")):
+    for (run, ek, s), c in zip(results, colours):
         a.plot(ek.t, uv.weight_function(ek.t, x), "o", color=c, ms=4,
                label=f"knots, eta = {s['eta']:g}: sum|a|g = {s['weighted_tv1']:.3f} "
                      f"<= {s['bound_paper_eta_form']:.3g}")
     a.set(xlabel="t", ylabel="g(t)", title="Weight function and knot positions")
     a.legend(fontsize=8, **below)
+    if sweep:
+        _plot_sweep(ax[3], [s for _, _, s in results], below)
     fig.tight_layout()
     path = os.path.join(out, "stable_minima.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _plot_sweep(a, summaries, below):
+    """Effective knots (left axis) and test MSE (right axis) against 1/η."""
+    inv = [1 / s["eta"] for s in summaries]
+    a.plot(inv, [s["effective_knots_inside"] for s in summaries], "o-", color="C0",
+           label="effective knots inside the data")
+    a.plot(inv, [s["knots_on_data_points"] for s in summaries], "s--", color="C0", ms=4,
+           label="of which on a data point")
+    a.set(xlabel="1/eta", xscale="log", ylabel="knots",
+          title="The sweep: knots and test error against 1/eta")
+    b = a.twinx()
+    b.plot(inv, [s["test_mse_vs_f_star"] for s in summaries], "^-", color="C3",
+           label="test MSE vs f*")
+    b.plot(inv, [s["train_mse"] for s in summaries], "v:", color="C3", label="train MSE")
+    b.set_ylabel("MSE", color="C3")
+    h1, l1 = a.get_legend_handles_labels()
+    h2, l2 = b.get_legend_handles_labels()
+    a.legend(h1 + h2, l1 + l2, fontsize=8, ncol=2, **below)
+
+
+def _parse_etas(text, error):
+    try:
+        etas = [float(v) for v in text.split(",")]
+    except ValueError:
+        error(f"--etas: expected comma-separated step sizes such as 0.01,0.4; received {text!r}")
+    if not etas or any(not (0 < e < float("inf")) for e in etas):
+        error(f"--etas: expected positive finite step sizes; received {text!r}")
+    return etas
 
 
 #: --init choices: a small Gaussian initialisation, or torch.nn.Linear's default
@@ -143,37 +180,8 @@ def run_one(eta, steps, init="small", progress=False):
     return fit(net, x, y, eta, steps, f_star, progress)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short runs")
-    p.add_argument("--out", default=str(OUT),
-                   help=f"output directory (default {OUT})")
-    p.add_argument("--progress", action="store_true", help="progress lines on stderr")
-    p.add_argument("--workers", type=int, default=1,
-                   help="run the step sizes in parallel on a process pool of N workers")
-    p.add_argument("--init", choices=sorted(INITS), default="small",
-                   help="initialisation: small Gaussian (default) or torch's nn.Linear default "
-                        "(with --steps 5000000: the paper's small-vs-large contrast, ~10 min)")
-    p.add_argument("--steps", type=int, default=None, help="GD steps of every run")
-    args = p.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
-        p.error(f"--steps: expected an integer >= 1; received {args.steps}")
-    if args.workers < 1:
-        p.error(f"--workers: expected an integer >= 1; received {args.workers}")
-    os.makedirs(args.out, exist_ok=True)
-    t0 = time.perf_counter()
-    x, y, f_star, _ = problem()
-    plan = [(0.01, 3000), (0.4, 1500)] if args.quick else [(0.01, 100000), (0.4, 20000)]
-    if args.steps is not None:
-        plan = [(eta, args.steps) for eta, _ in plan]
-    grid = [{"eta": eta, "steps": steps, "init": args.init, "progress": args.progress}
-            for eta, steps in plan]
-    if args.workers == 1:
-        results = list(run_grid(run_one, grid, seed=0, seed_arg=None).results)
-    else:
-        with ProcessPoolExecutor(args.workers) as pool:
-            results = list(run_grid(run_one, grid, seed=0, seed_arg=None,
-                                    executor=pool).results)
+def write_outputs(args, x, y, f_star, results, t0):
+    """The CSV files, the plot and summary.json; returns the run summaries and the plot path."""
     grid = np.linspace(-1, 1, 401)
     _write_csv(os.path.join(args.out, "data.csv"), ["x", "y"], np.hstack([x, y]).tolist())
     fits = [uv.to_univariate(r[0].net)(grid) for r in results]
@@ -193,6 +201,53 @@ def main(argv=None):
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump({"quick": args.quick, "init": args.init, "n": 30, "width": 100, "noise": 0.3,
                    "runs": summaries, "plot": png, "seconds": time.perf_counter() - t0}, f, indent=2)
+    return summaries, png
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="short runs")
+    p.add_argument("--out", default=str(OUT),
+                   help=f"output directory (default {OUT})")
+    p.add_argument("--progress", action="store_true", help="progress lines on stderr")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run the step sizes in parallel on a process pool of N workers")
+    p.add_argument("--init", choices=sorted(INITS), default="small",
+                   help="initialisation: small Gaussian (default) or torch's nn.Linear default "
+                        "(with --steps 5000000: the paper's small-vs-large contrast, ~10 min)")
+    p.add_argument("--etas", default=None,
+                   help="comma-separated step sizes (default 0.01,0.4)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="GD steps of every run")
+    budget.add_argument("--flow-time", type=float, default=None,
+                        help="the same eta * steps for every run (steps = round(T / eta))")
+    args = p.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps: expected an integer >= 1; received {args.steps}")
+    if args.flow_time is not None and not (0 < args.flow_time < float("inf")):
+        p.error(f"--flow-time: expected a positive number; received {args.flow_time}")
+    if args.workers < 1:
+        p.error(f"--workers: expected an integer >= 1; received {args.workers}")
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
+    x, y, f_star, _ = problem()
+    plan = [(0.01, 3000), (0.4, 1500)] if args.quick else [(0.01, 100000), (0.4, 20000)]
+    if args.etas is not None:
+        default = dict(plan)
+        plan = [(e, default.get(e, plan[0][1])) for e in _parse_etas(args.etas, p.error)]
+    if args.steps is not None:
+        plan = [(eta, args.steps) for eta, _ in plan]
+    if args.flow_time is not None:
+        plan = [(eta, max(1, round(args.flow_time / eta))) for eta, _ in plan]
+    grid = [{"eta": eta, "steps": steps, "init": args.init, "progress": args.progress}
+            for eta, steps in plan]
+    if args.workers == 1:
+        results = list(run_grid(run_one, grid, seed=0, seed_arg=None).results)
+    else:
+        with ProcessPoolExecutor(args.workers) as pool:
+            results = list(run_grid(run_one, grid, seed=0, seed_arg=None,
+                                    executor=pool).results)
+    summaries, png = write_outputs(args, x, y, f_star, results, t0)
     print("stable minima, 30 noisy points, 100 ReLU units, full-batch GD:")
     for s in summaries:
         print(f"  eta={s['eta']:<5g} {s['steps']:>6d} steps: {s['effective_knots_inside']:2d} effective "
