@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
+import functools
 import math
 import numbers
 
@@ -26,7 +28,7 @@ import numpy as np
 
 __all__ = ["as_float_array", "as_batch", "check_finite", "as_rng", "check_positive_int",
            "check_choice", "check_positive_float", "NonFiniteError", "check_result",
-           "quiet", "allow_nonfinite", "FLOAT_DTYPES"]
+           "quiet", "allow_nonfinite", "FLOAT_DTYPES", "array_leaves", "finite_result"]
 
 #: the floating dtypes converted to float64 exactly (every value of theirs is a float64)
 FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16))
@@ -200,3 +202,41 @@ def check_result(quantity: str, results, cause=None, what: str = "result") -> No
         raise NonFiniteError(f"{quantity}: expected a finite {what}; got inf/nan ({why}); "
                              f"rescale the inputs (or the weights or directions) so that "
                              f"values stay far below 1e308")
+
+
+def array_leaves(out) -> list:
+    """The arrays and floats inside a result: itself, or the items of a tuple, list or dict,
+    or the fields of a dataclass (one level deep per container, recursively)."""
+    if isinstance(out, (np.ndarray, float, np.floating)):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        items = out
+    elif isinstance(out, dict):
+        items = out.values()
+    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
+        items = [getattr(out, f.name) for f in dataclasses.fields(out)]
+    else:
+        return []
+    return [a for item in items for a in array_leaves(item)]
+
+
+def finite_result(quantity: str):
+    """Decorator for a public function whose inputs are not a network and inputs
+    (:func:`refnet.backprop.checked` is the one for those): run it with NumPy's overflow
+    warnings silenced and inner checks off, then raise :class:`NonFiniteError` naming
+    ``quantity`` if an array or float of its result is inf/NaN or Python's math overflowed."""
+    def wrap(f):
+        @functools.wraps(f)
+        def g(*args, **kwargs):
+            if _ALLOW_NONFINITE.get():              # called from a checked caller: it checks
+                return f(*args, **kwargs)
+            try:
+                with quiet(), allow_nonfinite():
+                    out = f(*args, **kwargs)
+            except OverflowError as e:
+                raise NonFiniteError(f"{quantity}: expected a finite result; the computation "
+                                     f"overflowed ({e}); use smaller arguments") from None
+            check_result(quantity, tuple(array_leaves(out)), lambda: "overflow or 0/0")
+            return out
+        return g
+    return wrap

@@ -11,13 +11,12 @@ and the forward sweep ż_l = ȧ_{l-1} W_lᵀ + a_{l-1} Ẇ_lᵀ + ḃ_l, ȧ_l = 
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import numpy as np
 
 from . import engine
-from ._validate import allow_nonfinite, as_float_array, check_result, quiet
+from ._validate import allow_nonfinite, array_leaves, as_float_array, check_result, quiet
 from .losses import get_loss, prepare_targets
 from .mlp import MLP, Trace
 from .network import as_network
@@ -75,22 +74,6 @@ def _checked(quantity, results, net, x, y=None, lo=None, extra=""):
     return results
 
 
-def _array_leaves(out):
-    """The arrays and floats inside a result: itself, or the items of a tuple, list or dict,
-    or the fields of a dataclass (one level deep per container, recursively)."""
-    if isinstance(out, (np.ndarray, float, np.floating)):
-        return [out]
-    if isinstance(out, (tuple, list)):
-        items = out
-    elif isinstance(out, dict):
-        items = out.values()
-    elif dataclasses.is_dataclass(out):
-        items = [getattr(out, f.name) for f in dataclasses.fields(out)]
-    else:
-        return []
-    return [a for item in items for a in _array_leaves(item)]
-
-
 def _cause(net, x) -> str:
     try:
         return overflow_cause(net, np.asarray(x, dtype=np.float64))
@@ -107,7 +90,7 @@ def checked(quantity: str):
         def g(net, x, *args, **kwargs):
             with quiet(), allow_nonfinite():          # inner quantities: checked here once
                 out = f(net, x, *args, **kwargs)
-            check_result(quantity, tuple(_array_leaves(out)), lambda: _cause(net, x))
+            check_result(quantity, tuple(array_leaves(out)), lambda: _cause(net, x))
             return out
         return g
     return wrap

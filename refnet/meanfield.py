@@ -57,7 +57,8 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.optimize import brentq
 
-from ._validate import as_float_array, as_rng, check_choice, check_positive_float, check_positive_int
+from ._validate import (as_float_array, as_rng, check_choice, check_positive_float,
+                        check_positive_int, finite_result)
 from .activations import LEAKY_SLOPE, get_activation
 
 __all__ = [
@@ -259,6 +260,7 @@ def _square(fn):
 
 
 # ------------------------------------------------------------------------ public maps
+@finite_result("variance_map")
 def variance_map(q, activation, sigma_w, sigma_b, method="auto", n_nodes=80):
     """Length map ``V(q) = sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2`` (Poole et al. 2016).
 
@@ -303,6 +305,7 @@ def _default_q(act, sigma_w, sigma_b, q):
     return qs
 
 
+@finite_result("correlation_map")
 def correlation_map(c, activation, sigma_w, sigma_b, q=None, method="auto", n_nodes=80):
     """Correlation map ``C(c) = (sigma_w^2 E[phi(u1) phi(u2)] + sigma_b^2) / V(q)``.
 
@@ -346,6 +349,7 @@ def correlation_map(c, activation, sigma_w, sigma_b, q=None, method="auto", n_no
     return float(out) if np.ndim(c) == 0 else out
 
 
+@finite_result("correlation_map_slope")
 def correlation_map_slope(c, activation, sigma_w, sigma_b, q=None, method="auto", n_nodes=80):
     """Slope ``dC/dc = sigma_w^2 q E[phi'(u1) phi'(u2)] / V(q)`` of the correlation map.
 
@@ -426,6 +430,7 @@ def variance_fixed_point(activation, sigma_w, sigma_b, q0=1.0, method="auto"):
     return float(brentq(fun, grid[i], grid[i + 1], xtol=1e-300, rtol=4 * np.finfo(float).eps))
 
 
+@finite_result("chi1")
 def chi1(activation, sigma_w, sigma_b, method="auto"):
     """``chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2]`` at the variance fixed point.
 
@@ -539,6 +544,7 @@ def depth_scale(activation, sigma_w, sigma_b, method="auto"):
     return -1.0 / math.log(xc)
 
 
+@finite_result("correlation_trajectory")
 def correlation_trajectory(c0, activation, sigma_w, sigma_b, depth, q=None, method="auto"):
     """``c_0, C(c_0), ..., C^depth(c_0)`` at fixed q (default q*).
 
@@ -637,6 +643,7 @@ def _layer_weights(a, sigma_w, width, rng) -> np.ndarray:
     return np.matmul(a, w.transpose(0, 2, 1))  # rows: (W a_1)^T, (W a_2)^T
 
 
+@finite_result("correlation_monte_carlo")
 def correlation_monte_carlo(c0, activation, sigma_w, sigma_b, width, depth, n_pairs, seed=0,
                             q0=None, sampler="gram"):
     """Finite-width simulation of the correlation of two inputs through random layers.

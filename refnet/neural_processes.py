@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import engine
-from ._validate import as_float_array, as_rng, check_choice, check_positive_float, \
-    check_positive_int
+from ._validate import (as_float_array, as_rng, check_choice, check_positive_float,
+                        check_positive_int, finite_result)
 from .layers.attention import _cat, _heads
 from .layers.base import frozen
 from .mlp import MLP
@@ -363,6 +363,7 @@ def _forward(model, xc, yc, xt, yt, eps):
     return mu, sigma, (det, att_cache, lat, dec, rho)
 
 
+@finite_result("neural_processes.predict")
 def predict(model: NeuralProcess, x_ctx, y_ctx, x_tgt, eps=None):
     """The predictive (mean, sigma) ``(B, T)`` at ``x_tgt`` ``(B, T)`` given the context
     ``(B, C)``; z = μ_z + σ_z ε from q(z|s_C) (``eps`` ``(B, d_z)``), or z = μ_z when
@@ -404,6 +405,7 @@ def _objective(model, xc, yc, xt, yt, eps):
     return value, mu, sigma, tape
 
 
+@finite_result("neural_processes.loss")
 def loss(model: NeuralProcess, task, eps=None) -> float:
     """The negative ELBO averaged over targets and tasks (module docstring)."""
     return _objective(model, *_task_arrays(model, task, eps))[0]
@@ -432,6 +434,7 @@ def _latent_backward(model, lt, g_mu, g_s, grad, sl):
                   False)
 
 
+@finite_result("neural_processes.loss_and_grad")
 def loss_and_grad(model: NeuralProcess, task, eps=None):
     """(L, ∇_θ L ``(n_params,)``) for the negative ELBO on ``task`` (a
     :class:`refnet.gp.GPTask`) with ε ``(B, d_z)`` (None without a latent path), by

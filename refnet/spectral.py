@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import (as_float_array, as_rng, check_positive_float, check_positive_int)
+from ._validate import (as_float_array, as_rng, check_positive_float, check_positive_int,
+                        finite_result)
 from .activations import get_activation
 from .mlp import MLP, _forward
 
@@ -336,6 +337,7 @@ def spectral_dynamics(widths=(1, 64, 64, 1), frequencies=PAPER_FREQUENCIES, ampl
 
 
 # ------------------------------------------------------------------ Lipschitz bound (§2)
+@finite_result("spectral_norm_product")
 def spectral_norm_product(net) -> float:
     r"""The product of the weights' spectral norms, :math:`\prod_l \|W_l\|_2`.
 
@@ -466,6 +468,7 @@ def relu_pieces(net, interval=(0.0, 1.0)) -> PiecewiseLinear:
     return PiecewiseLinear(t, values, g[:, 0].copy(), err)
 
 
+@finite_result("pwl_fourier_transform")
 def pwl_fourier_transform(pieces: PiecewiseLinear, omega) -> np.ndarray:
     r"""Closed-form :math:`\hat f(\omega) = \int_a^b f(t)\, e^{-i\omega t}\, dt` of a
     continuous piecewise-linear f (knots :math:`a = t_0 < \dots < t_P = b`, slopes
@@ -510,6 +513,7 @@ def pwl_fourier_transform(pieces: PiecewiseLinear, omega) -> np.ndarray:
     return out.reshape(w.shape)
 
 
+@finite_result("pwl_fourier_coefficients")
 def pwl_fourier_coefficients(pieces: PiecewiseLinear, k) -> np.ndarray:
     r""":math:`c_k = \frac1L \int_a^b f(t)\, e^{-2\pi i k (t - a)/L}\, dt`, L = b − a, for
     integer k: :func:`pwl_fourier_transform` at :math:`\omega = 2\pi k/L`, times
@@ -550,6 +554,7 @@ class PerturbationSpectrum:
     ratio_stderr: np.ndarray
 
 
+@finite_result("perturbation_robustness")
 def perturbation_robustness(net, sigma, *, frequencies=PAPER_FREQUENCIES, n_samples: int = 100,
                             n_points: int = 200, seed=0) -> PerturbationSpectrum:
     r"""Spectrum of :math:`f_{\theta + \sigma\xi}`, :math:`\xi \sim N(0, I)` over every weight

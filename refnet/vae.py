@@ -60,7 +60,7 @@ import numpy as np
 
 from . import engine
 from .disentanglement import alignment, beta_vae_score, dci, mig, spearman_matrix, udr
-from ._validate import as_float_array, as_rng, check_choice, check_positive_float
+from ._validate import as_float_array, as_rng, check_choice, check_positive_float, finite_result
 from .layers import Activation, Linear
 from .network import Network
 
@@ -198,6 +198,7 @@ def decode(vae: VAE, z) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * out)) if vae.likelihood == "bernoulli" else out
 
 
+@finite_result("vae.latent_kl")
 def latent_kl(vae: VAE, x) -> np.ndarray:
     """Per-latent KL(q(z_j|x) ‖ N(0, 1)) = ½(μ_j² + σ_j² − log σ_j² − 1) averaged over
     the rows of ``x``: ``(d_z,)`` (the I_KL test of :func:`udr` reads it)."""
@@ -283,6 +284,7 @@ def _uniform(S):
     return np.full(S, 1.0 / S)
 
 
+@finite_result("vae.objective")
 def objective(vae: VAE, x, eps, *, beta: float = 1.0) -> float:
     """The β-VAE objective (1/n) Σ_i [(1/S) Σ_s −log p(x_i | z_is) + β KL(q(z|x_i) ‖ N(0, I))]
     with z_is = μ(x_i) + σ(x_i) ⊙ ε_is (the β-VAE objective of Higgins et al. 2017, §2,
@@ -298,6 +300,7 @@ def objective(vae: VAE, x, eps, *, beta: float = 1.0) -> float:
     return _value_and_grad(vae, x, eps, _check_beta(beta), _uniform(eps.shape[1]), False)[0]
 
 
+@finite_result("vae.objective_and_grad")
 def objective_and_grad(vae: VAE, x, eps, *, beta: float = 1.0):
     """:func:`objective` and its exact gradient ``(n_params,)`` in the layout of
     ``vae.params`` (reverse mode through decoder, sampling and encoder; see the module
@@ -306,12 +309,14 @@ def objective_and_grad(vae: VAE, x, eps, *, beta: float = 1.0):
     return _value_and_grad(vae, x, eps, _check_beta(beta), _uniform(eps.shape[1]))
 
 
+@finite_result("vae.elbo")
 def elbo(vae: VAE, x, eps) -> float:
     """The ELBO estimate (1/n) Σ_i [(1/S) Σ_s log p(x_i|z_is) − KL_i] = −:func:`objective`
     at β = 1 (K&W eq. 10); unbiased for E_q[log p(x|z)] − KL ≤ log p(x)."""
     return -objective(vae, x, eps, beta=1.0)
 
 
+@finite_result("vae.log_weights")
 def log_weights(vae: VAE, x, eps) -> np.ndarray:
     """log w_is = log p(x_i|z_is) + log N(z_is; 0, I) − log N(z_is; μ_i, σ_i²) ``(n, S)``,
     = log p(x|z) − ½‖z‖² + ½ Σ_j logvar_j + ½‖ε‖² (the (2π) terms cancel); their mean over
@@ -330,6 +335,7 @@ def _log_mean_exp(a, axis=-1):
     return np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
 
 
+@finite_result("vae.iwae")
 def iwae(vae: VAE, x, eps, *, per_example: bool = False):
     """The importance-weighted bound IWAE_K = log (1/K) Σ_k w_k with K = ``eps.shape[1]``
     samples per example (Burda et al. 2016, §3), a stable log-mean-exp of
@@ -338,6 +344,7 @@ def iwae(vae: VAE, x, eps, *, per_example: bool = False):
     return v if per_example else float(v.mean())
 
 
+@finite_result("vae.linear_gaussian_log_marginal")
 def linear_gaussian_log_marginal(W, b, sigma2, x) -> np.ndarray:
     """Exact log p(x) per row for x|z ~ N(W z + b, σ² I), z ~ N(0, I), i.e.
     x ~ N(b, C) with C = W Wᵀ + σ² I (Tipping & Bishop 1999, §3):
@@ -369,6 +376,7 @@ def linear_decoder(vae: VAE):
     return W, b
 
 
+@finite_result("vae.linear_gaussian_elbo")
 def linear_gaussian_elbo(vae: VAE, x, *, beta: float = 1.0, per_example: bool = False):
     """The exact ELBO_β = E_q[log p(x|z)] − β KL for a linear-Gaussian decoder (any
     encoder): with r = x − W μ − b and E‖x − W z − b‖² = ‖r‖² + Σ_j ‖W_{:j}‖² σ_j²,

@@ -110,6 +110,43 @@ def test_overflow_cause_names_the_layer_and_the_stage():
         refnet.hvp(RELU, np.ones((2, 3)), np.zeros((2, 2)), np.full(RELU.n_params, 1e307))
 
 
+def _big_relu():
+    net = refnet.MLP.init((1, 8, 1), seed=0)
+    return refnet.MLP(tuple(w * 1e200 for w in net.weights), net.biases, "relu")
+
+
+def _vae_case():
+    from refnet import vae
+    return vae.init(4, 2, (8,), decoder="gaussian", seed=0), np.full((3, 4), 1e200), np.zeros((3, 1, 2))
+
+
+NON_NETWORK_OVERFLOWS = {
+    "variance_map": lambda: refnet.meanfield.variance_map(1e300, "relu", 1e10, 0.0),
+    "correlation_map": lambda: refnet.meanfield.correlation_map(0.5, "relu", 1e160, 0.0, q=1e300),
+    "chi1": lambda: refnet.meanfield.chi1("relu", 1e200, 0.0),
+    "spectral_norm_product": lambda: refnet.spectral.spectral_norm_product(_big_relu()),
+    "vae.objective": lambda: refnet.vae.objective(*_vae_case()),
+    "vae.objective_and_grad": lambda: refnet.vae.objective_and_grad(*_vae_case()),
+    "vae.iwae": lambda: refnet.vae.iwae(*_vae_case()),
+}
+
+
+@pytest.mark.parametrize("quantity", list(NON_NETWORK_OVERFLOWS))
+def test_overflow_outside_networks_raises_naming_the_quantity(quantity):
+    """The mean-field, spectral and VAE functions overflow into a NonFiniteError too (not a
+    silent inf, nor Python's bare OverflowError from ``math``), with no RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(refnet.NonFiniteError, match=f"^{quantity}: expected a finite result"):
+            NON_NETWORK_OVERFLOWS[quantity]()
+
+
+def test_infinite_depth_scale_is_an_answer_not_an_overflow():
+    """ξ_c = ∞ for ReLU at the edge of chaos (σ_w = √2, σ_b = 0: χ_c = 1 at c* = 1) is the
+    right value, so depth_scale is left unchecked."""
+    assert refnet.meanfield.depth_scale("relu", 2 ** 0.5, 0.0) == float("inf")
+
+
 def test_train_still_reports_divergence_instead_of_raising():
     """The training loop's own divergence handling is unchanged."""
     run = refnet.train(RELU, HUGE, Y4, lr=0.1, steps=3)
