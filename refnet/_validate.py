@@ -171,6 +171,14 @@ def quiet():
     return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
+def _real(r) -> np.ndarray:
+    """``r`` as a float64 array; a complex one as its real and imaginary parts stacked."""
+    a = np.asarray(r)
+    if np.iscomplexobj(a):
+        a = np.stack([a.real, a.imag])
+    return np.asarray(a, dtype=np.float64)
+
+
 def _all_finite(a: np.ndarray) -> bool:
     """True iff every entry of the float array ``a`` is finite, in one BLAS pass in the usual
     case: Σ a_i² is finite iff every a_i is (squares cannot cancel an inf, a NaN stays NaN),
@@ -195,8 +203,7 @@ def check_result(quantity: str, results, cause=None, what: str = "result") -> No
     if not isinstance(results, (tuple, list)):
         results = (results,)
     for r in results:
-        if r is None or (math.isfinite(r) if isinstance(r, float)
-                         else _all_finite(np.asarray(r, dtype=np.float64))):
+        if r is None or (math.isfinite(r) if isinstance(r, float) else _all_finite(_real(r))):
             continue
         why = cause() if cause is not None else "overflow"
         raise NonFiniteError(f"{quantity}: expected a finite {what}; got inf/nan ({why}); "

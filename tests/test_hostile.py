@@ -671,3 +671,14 @@ def test_curvature_library_quantities_overflow_is_an_error(name):
         warnings.simplefilter("error")
         with pytest.raises(refnet.NonFiniteError, match=rf"^{name}: expected a finite .*rescale"):
             f(RELU, HUGE, *args)
+
+
+def test_complex_results_are_checked_on_both_parts_without_warnings():
+    """A complex result (the closed-form Fourier transform) is checked on its real and
+    imaginary parts: an infinite imaginary part is caught, and no ComplexWarning leaks."""
+    from refnet._validate import check_result
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_result("q", np.array([1.0 + 2.0j]))
+        with pytest.raises(refnet.NonFiniteError, match="^q: "):
+            check_result("q", np.array([1.0 + 1j * np.inf]))
