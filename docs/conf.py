@@ -66,8 +66,6 @@ def _indent(line):
 
 
 def escape_plain_math(app, what, name, obj, options, lines):
-    if name in VERBATIM:
-        return
     literal_indent = None                          # inside a '::' literal block deeper than this
     doctest = False
     para_indent = 0
@@ -98,30 +96,5 @@ def escape_plain_math(app, what, name, obj, options, lines):
         lines[i] = _escape_bars(line)
 
 
-# Module docstrings laid out as plain text that reStructuredText cannot parse (indented
-# continuation lines of a usage text or a derivation) are shown verbatim, as ``help()`` shows
-# them. Both files are being edited elsewhere; fix their layout there, then drop them here.
-VERBATIM = {
-    "refnet.cli",
-    "refnet.io",
-}
-# Left out of the API pages (markup problems in a file being edited elsewhere):
-SKIP = {
-    "refnet.spectral.PerturbationSpectrum",   # a :math: role split over an attribute's lines
-}
-
-
-def show_verbatim(app, what, name, obj, options, lines):
-    if name in VERBATIM and lines:
-        lines[:] = ["::", ""] + ["    " + line for line in lines] + [""]
-
-
-def skip_listed(app, what, name, obj, skip, options):
-    qual = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', name)}"
-    return True if qual in SKIP else None
-
-
 def setup(app):
     app.connect("autodoc-process-docstring", escape_plain_math, priority=100)
-    app.connect("autodoc-process-docstring", show_verbatim, priority=900)
-    app.connect("autodoc-skip-member", skip_listed)

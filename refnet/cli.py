@@ -1,7 +1,8 @@
 """The ``refnet`` command line.
 
-``refnet claims [--quick] [--json] [--only NAME ...] [--list] [--verbose] [--quiet]
-[--workers N]``
+``refnet claims``
+    Usage: ``refnet claims [--quick] [--json] [--only NAME ...] [--list] [--verbose]
+    [--quiet] [--workers N]``.
     Run every theoretical claim refnet knows on its built-in cases and print one line saying
     what runs, then a table (claim, cases run, worst measured value, bound, holds; each
     claim's source under it with ``--verbose``) that fits ``COLUMNS`` (100 when unknown).
@@ -10,9 +11,11 @@
     (:func:`refnet.sweeps.run_grid`); the output is the serial one apart from the timing.
     Exit 0 iff every claim holds.
 
-``refnet compute QUANTITY --model M.npz --inputs X.npy [--targets Y.npy] [--loss mse]
-[--vector V.npy] [--layer L] [--k K] [--rank-atol A] [--rank-rtol R] [--which W] [--kind K]
-[--x2 X2.npy] [--sigma-w SW] [--sigma-b SB] [--out F.npy|F.npz] [--json]``
+``refnet compute``
+    Usage: ``refnet compute QUANTITY --model M.npz --inputs X.npy [--targets Y.npy]
+    [--loss mse] [--vector V.npy] [--layer L] [--k K] [--rank-atol A] [--rank-rtol R]
+    [--which W] [--kind K] [--x2 X2.npy] [--sigma-w SW] [--sigma-b SB] [--out F.npy|F.npz]
+    [--json]``.
     The option flags are generated from the registry (:data:`refnet.oracle.OPTIONS`): int and
     float options take a number, choice options one of their names, array options (``--x2``)
     a ``.npy`` file read with ``allow_pickle=False``.
@@ -23,9 +26,10 @@
     (``.npy``: the array; ``.npz``: ``value``, the tolerances ``allowed_float64`` and
     ``allowed_float32``, ``quantity`` and ``meta_json``).
 
-``refnet compare QUANTITY --model ... --inputs ... [--targets ...] --theirs T.npy [--rtol R]
-[--atol A] [--precision float16|float32|float64] [--bound worst-case|probabilistic]
-[--failure-probability P] [--json]``
+``refnet compare``
+    Usage: ``refnet compare QUANTITY --model ... --inputs ... [--targets ...] --theirs T.npy
+    [--rtol R] [--atol A] [--precision float16|float32|float64]
+    [--bound worst-case|probabilistic] [--failure-probability P] [--json]``.
     Compare another implementation's array with the reference: max absolute and relative
     error, the 5 worst entries with their indices, the tolerance, a verdict: MATCH,
     MISMATCH or UNDETERMINED. Exit 0 on MATCH, 1 on MISMATCH (including a shape mismatch or
@@ -37,8 +41,10 @@
     explicit ``--atol/--rtol``). Default tolerances are derived for the precision of T (its
     dtype, or ``--precision``) from a rounding-error analysis (:mod:`refnet.oracle`).
 
-``refnet compare eigenpairs --model M.npz --inputs X.npy --targets Y.npy --theirs-values V.npy
-[--theirs-vectors W.npy] [--which largest|smallest|largest-magnitude] [--solver-rtol R]``
+``refnet compare eigenpairs``
+    Usage: ``refnet compare eigenpairs --model M.npz --inputs X.npy --targets Y.npy
+    --theirs-values V.npy [--theirs-vectors W.npy] [--which largest|smallest|largest-magnitude]
+    [--solver-rtol R]``.
     Judge an iterative eigensolver's Hessian eigenpairs by their own residuals against
     refnet's certified spectrum (:mod:`refnet.eigenpairs`); same exit codes.
 
@@ -47,8 +53,8 @@
     needs, options, aliases. The quantities and the option flags of compute/compare are
     generated from it.
 
-``refnet fixtures --out DIR [--force]``
-    Golden fixtures for another project's CI (:mod:`refnet.fixtures`).
+``refnet fixtures``
+    Usage: ``refnet fixtures --out DIR [--force]``. Golden fixtures for another project's CI (:mod:`refnet.fixtures`).
 
 User mistakes (bad arguments, missing or malformed files, object/pickled arrays, wrong
 dtypes, non-finite values, bad shapes, inputs that overflow float64) exit 2 with one line on

@@ -5,12 +5,18 @@ NumPy unicode arrays, never as objects, so every file loads with ``allow_pickle=
 
 Keys (format version 1: an :class:`refnet.MLP`)
 -----------------------------------------------
-``format``      0-d string array ``"refnet.mlp"``
-``version``     0-d int array ``1`` (optional)
-``activation``  0-d string array, a name or spec from :mod:`refnet.activations`
-``W1`` .. ``WL``  float arrays ``(n_l, n_{l-1})`` (float64 or float32; float16 and long
-                double are refused)
-``b1`` .. ``bL``  float arrays ``(n_l,)``; all absent for a bias-free network
+
+``format``
+    0-d string array ``"refnet.mlp"``.
+``version``
+    0-d int array ``1`` (optional).
+``activation``
+    0-d string array, a name or spec from :mod:`refnet.activations`.
+``W1`` .. ``WL``
+    Float arrays ``(n_l, n_{l-1})`` (float64 or float32; float16 and long double are
+    refused).
+``b1`` .. ``bL``
+    Float arrays ``(n_l,)``; all absent for a bias-free network.
 
 Writing a PyTorch ``nn.Sequential`` of ``Linear`` layers: ``np.savez(path,
 format="refnet.mlp", version=1, activation="relu", W1=lin1.weight.detach().double().numpy(),
@@ -18,29 +24,33 @@ b1=..., ...)``.
 
 Keys (format version 2: a :class:`refnet.Network`)
 --------------------------------------------------
-``format``        0-d string array ``"refnet.network"``
-``version``       0-d int array ``2`` (required)
-``architecture``  0-d string array holding JSON: ``{"in_shape": [...], "layers": [...]}``,
-                  ``in_shape`` the feature shape of one input (``null`` for a sequence axis),
-                  each layer an object ``{"kind": ..., <settings>}``:
 
-                  ==========================  ===========================================
-                  ``"linear"``                ``n_in``, ``n_out`` (ints), ``bias`` (bool)
-                  ``"activation"``            ``activation``: a spec (``"tanh"``,
-                                              ``"leaky_relu(slope=0.2)"``)
-                  ``"residual"``              ``block``: a list of layers, ``proj``: a
-                                              ``"linear"`` layer or ``null``
-                  ``"layer_norm"``            ``d`` (int), ``eps`` (number), ``affine``,
-                                              ``bias`` (bools)
-                  ``"multihead_attention"``   ``d``, ``num_heads`` (ints), ``causal``,
-                                              ``bias`` (bools)
-                  ``"mean_pool"``,            no settings
-                  ``"flatten"``
-                  ==========================  ===========================================
-``<name>``        one float array per parameter, named by :attr:`refnet.Network.param_names`
-                  (torch's ``named_parameters()`` names: ``"0.weight"``, ``"0.bias"``,
-                  ``"2.block.0.weight"``, ``"2.proj.weight"``, ``"3.in_proj_weight"``, ...),
-                  of the layer's parameter shape; no other keys.
+``format``
+    0-d string array ``"refnet.network"``.
+``version``
+    0-d int array ``2`` (required).
+``architecture``
+    0-d string array holding JSON: ``{"in_shape": [...], "layers": [...]}``, ``in_shape``
+    the feature shape of one input (``null`` for a sequence axis), each layer an object
+    ``{"kind": ..., <settings>}``:
+
+    ==========================  ===========================================================
+    kind                        settings
+    ==========================  ===========================================================
+    ``"linear"``                ``n_in``, ``n_out`` (ints), ``bias`` (bool)
+    ``"activation"``            ``activation``: a spec (``"tanh"``, ``"leaky_relu(slope=0.2)"``)
+    ``"residual"``              ``block``: a list of layers, ``proj``: a ``"linear"`` layer
+                                or ``null``
+    ``"layer_norm"``            ``d`` (int), ``eps`` (number), ``affine``, ``bias`` (bools)
+    ``"multihead_attention"``   ``d``, ``num_heads`` (ints), ``causal``, ``bias`` (bools)
+    ``"mean_pool"``             no settings
+    ``"flatten"``               no settings
+    ==========================  ===========================================================
+``<name>``
+    One float array per parameter, named by :attr:`refnet.Network.param_names` (torch's
+    ``named_parameters()`` names: ``"0.weight"``, ``"0.bias"``, ``"2.block.0.weight"``,
+    ``"2.proj.weight"``, ``"3.in_proj_weight"``, ...), of the layer's parameter shape; no
+    other keys.
 
 Example architecture: ``{"in_shape": [3], "layers": [{"kind": "linear", "n_in": 3, "n_out":
 4, "bias": true}, {"kind": "activation", "activation": "tanh"}, {"kind": "linear", "n_in": 4,

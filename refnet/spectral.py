@@ -535,13 +535,18 @@ class PerturbationSpectrum:
 
     Attributes
     ----------
-    frequencies : ``(m,)``; sigma : float; n_samples : int
-    amplitude : ``(m,)``, the unperturbed one-sided amplitudes :math:`\hat A_k(\theta)`
-    kept : ``(m,)``, mean over draws of :math:`\mathrm{Re}(F_k(\theta')\overline{F_k(\theta)})
-        / |F_k(\theta)|^2`: the fraction of each frequency's component that survives
-        (1 = unchanged, 0 = destroyed), with ``kept_stderr``
-    ratio : ``(m,)``, mean of :math:`|F_k(\theta')| / |F_k(\theta)|` (what an amplitude plot
-        shows; it includes the power the noise adds), with ``ratio_stderr``
+    frequencies : ``(m,)`` array
+    sigma : float
+    n_samples : int
+    amplitude : ``(m,)`` array
+        The unperturbed one-sided amplitudes :math:`\hat A_k(\theta)`.
+    kept, kept_stderr : ``(m,)`` arrays
+        Mean over draws (and its standard error) of
+        :math:`\mathrm{Re}(F_k(\theta')\overline{F_k(\theta)}) / |F_k(\theta)|^2`: the
+        fraction of each frequency's component that survives (1 = unchanged, 0 = destroyed).
+    ratio, ratio_stderr : ``(m,)`` arrays
+        Mean (and standard error) of :math:`|F_k(\theta')| / |F_k(\theta)|`, what an
+        amplitude plot shows; it includes the power the noise adds.
     """
 
     frequencies: np.ndarray
