@@ -94,7 +94,7 @@ def plot(out, x, y, grid, f_star, results):
     sweep = len(results) >= 3
     fig, ax = plt.subplots(1, 4 if sweep else 3, figsize=(22 if sweep else 17, 5))
     colours = ("C0", "C3") if len(results) == 2 else [f"C{i}" for i in range(len(results))]
-    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)  # off the data
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # off the data
     a = ax[0]
     a.plot(x[:, 0], y[:, 0], "k.", ms=7, label="training data")
     a.plot(grid, f_star(grid), "k:", lw=1, label="f* (truth)")
@@ -122,7 +122,8 @@ def plot(out, x, y, grid, f_star, results):
         a.plot(ek.t, uv.weight_function(ek.t, x), "o", color=c, ms=4,
                label=f"knots, eta = {s['eta']:g}: sum|a|g = {s['weighted_tv1']:.3f} "
                      f"<= {s['bound_paper_eta_form']:.3g}")
-    a.set(xlabel="t", ylabel="g(t)", title="Weight function and knot positions")
+    a.set(xlabel="t", ylabel="g(t)", xlim=(-1.3, 1.3),
+          title="Weight function and knot positions (|t| <= 1.3 shown)")
     a.legend(fontsize=8, **below)
     if sweep:
         _plot_sweep(ax[3], [s for _, _, s in results], below)
