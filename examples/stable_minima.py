@@ -94,7 +94,7 @@ def plot(out, x, y, grid, f_star, results):
     sweep = len(results) >= 3
     fig, ax = plt.subplots(1, 4 if sweep else 3, figsize=(22 if sweep else 17, 5))
     colours = ("C0", "C3") if len(results) == 2 else [f"C{i}" for i in range(len(results))]
-    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # off the data
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)  # off the data
     a = ax[0]
     a.plot(x[:, 0], y[:, 0], "k.", ms=7, label="training data")
     a.plot(grid, f_star(grid), "k:", lw=1, label="f* (truth)")
