@@ -90,14 +90,33 @@ def _perturbation(net, seed, sigmas=(0.003, 0.01, 0.02)):
     return out
 
 
-def plot(runs, out):
+def _plot_findings(ax_norm, ax_kept, runs, summaries):
+    """The norm product along training (both settings) and the fraction of each frequency
+    kept under parameter noise (equal amplitudes), the paper's §3.2 findings."""
+    for name, run in runs.items():
+        ax_norm.plot(np.maximum(run.steps, 1), run.norm_product, label=f"{name} amplitudes")
+    ax_norm.set(xscale="log", yscale="log", xlabel="training step",
+                ylabel="product of the weights' spectral norms",
+                title="The Lipschitz bound grows during training")
+    ax_norm.legend(fontsize=8)
+    k = np.asarray(sp.PAPER_FREQUENCIES)
+    for sig, v in summaries["equal"]["perturbation"].items():
+        ax_kept.errorbar(k, v["kept"], yerr=[6 * e for e in v["kept_stderr"]], fmt="o-", ms=4,
+                         capsize=2, label=f"sigma = {sig}")
+    ax_kept.axhline(1, color="gray", lw=0.5)
+    ax_kept.set(xticks=k, xlabel="frequency k", ylabel="fraction kept (+-6 se, 100 draws)",
+                title="theta + sigma N(0, I): high frequencies are lost first (equal amplitudes)")
+    ax_kept.legend(fontsize=8)
+
+
+def plot(runs, out, summaries):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 5), squeeze=False)
+    fig, axes = plt.subplots(2, len(runs), figsize=(6.5 * len(runs), 10), squeeze=False)
     for ax, (name, run) in zip(axes[0], runs.items()):
         k = run.frequencies
         im = ax.imshow(run.normalized, aspect="auto", origin="lower", vmin=0, vmax=1,
@@ -115,6 +134,8 @@ def plot(runs, out):
         ax.set_title(f"|f̃(k)| / A_k, {name} amplitudes")
         ax.legend(loc="lower right", fontsize=8, framealpha=0.85)
         fig.colorbar(im, ax=ax, label="normalised amplitude")
+    if len(runs) == 2 and all(r.norm_product is not None for r in runs.values()):
+        _plot_findings(axes[1, 0], axes[1, 1], runs, summaries)
     fig.suptitle("Spectral bias (Rahaman et al. 2019, Fig. 1): low frequencies are learned first")
     fig.tight_layout()
     path = pathlib.Path(out) / "spectral_bias.png"
@@ -131,6 +152,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
     if args.quick:
         widths, lr, steps, every = (1, 64, 64, 64, 1), 2e-3, 1200, 10
     else:
@@ -158,11 +180,13 @@ def main(argv=None):
               f"{s['norm_product_first_last'][0]:.3g}, last {s['norm_product_first_last'][1]:.3g}")
         for sig, v in s["perturbation"].items():
             print(f"  kept under sigma={sig}: {v['kept']}")
-    png = plot(runs, args.out)
+    png = plot(runs, args.out, summary["settings"])
     summary["figure"] = None if png is None else png.name
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
     with open(pathlib.Path(args.out) / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"wrote {args.out}" + ("" if png else " (no matplotlib: no figure)"))
+    print(f"wrote {args.out} in {summary['seconds']:.0f} s"
+          + ("" if png else " (no matplotlib: no figure)"))
     return 0
 
 
