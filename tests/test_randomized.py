@@ -242,3 +242,187 @@ def test_grad_fn_randomized_backprop_is_reproducible():
     np.testing.assert_array_equal(a.net.params, b.net.params)
     assert not np.array_equal(a.net.params, c.net.params)
     assert a.history["loss"][-1] < a.history["loss"][0]
+
+
+# ---------------------------------------------------------------- same sample (§5)
+@st.composite
+def enumerable_shared_cases(draw):
+    case = draw(net_cases(max_depth=2, max_width=3, max_batch=4))
+    sketch, keep = draw(discrete), draw(keeps)
+    assume(rd.count_outcomes(case.net, case.x.shape[0], sketch, keep, same_sample=True) <= 1024)
+    return C.RandCase(case, sketch, keep)
+
+
+@given(enumerable_shared_cases())
+@settings(max_examples=30)
+def test_same_sample_unbiased_and_covariance_by_enumeration(rc):
+    """Oktay et al. 2021 §5, "same sample": one sketch per layer for the whole batch is still
+    unbiased, with the cross-sample covariance K(g_r, g_s); exact over every outcome."""
+    c = C.randomized_same_sample_exact(rc)
+    assert c.holds, str(c)
+
+
+def _shared_case():
+    # a first layer with 2 output rows, so the order of b aᵀ vs a bᵀ matters
+    return C.RandCase(random_case(33, (2, 2, 1), "tanh", batch=3), "rademacher", 1)
+
+
+def test_same_sample_claim_fails_without_cross_terms(monkeypatch):
+    """The claim can fail: the per-sample closed form (no i ≠ j terms), a transposed cross
+    term (a bᵀ for b aᵀ in the projection's K) and the unrescaled sketch are all rejected."""
+    rc = _shared_case()
+    assert C.randomized_same_sample_exact(rc).holds
+    for sketch, keep in [("rademacher", 1), ("sampling", 1), ("bernoulli", 0.5)]:
+        rcs = C.RandCase(random_case(5, (3, 3, 2), "tanh", batch=3), sketch, keep)
+        assert C.randomized_same_sample_exact(rcs).holds
+        if sketch != "rademacher":  # k = 1: 1/√k = 1, nothing to omit
+            assert not C.randomized_same_sample_exact(
+                C.RandCase(rcs.case, sketch, keep, rescale=False)).holds
+        per_sample = rd.gradient_covariance
+        with monkeypatch.context() as mp:
+            mp.setattr(rd, "gradient_covariance",
+                       lambda *a, same_sample=False, **k: per_sample(*a, **k))
+            assert not C.randomized_same_sample_exact(rcs).holds, sketch
+    good = rd._cross_cov
+
+    def transposed(a, b, sketch, s):
+        return good(b, a, sketch, s) if sketch in ("gaussian", "rademacher") else good(a, b, sketch, s)
+
+    assert not C.randomized_same_sample_exact(
+        C.RandCase(rc.case, "rademacher", 2, rescale=False)).holds  # k = 2: 1/√2 omitted
+    monkeypatch.setattr(rd, "_cross_cov", transposed)
+    assert not C.randomized_same_sample_exact(rc).holds
+
+
+def _z_scores(G, g, closed):
+    """|z| of the sample mean of G − g and of the second moments (centred at g) against the
+    closed-form covariance, with a rounding floor (as randomized_grad_moments_mc)."""
+    N, P = G.shape
+    D = G - g
+    gam = refnet.fd.gamma(N + 64)
+    se_mu = D.std(0, ddof=1) / np.sqrt(N) + 8 * gam * (np.abs(G).mean(0) + np.abs(g))
+    iu = np.triu_indices(P)
+    Y = D[:, iu[0]] * D[:, iu[1]]
+    se_c = Y.std(0, ddof=1) / np.sqrt(N) + 8 * gam * (np.abs(Y).mean(0) + np.abs(closed[iu]))
+    tiny = np.finfo(float).tiny
+    return (np.abs(D.mean(0)) / np.maximum(se_mu, tiny),
+            np.abs(Y.mean(0) - closed[iu]) / np.maximum(se_c, tiny), P + iu[0].size)
+
+
+@pytest.mark.parametrize("seed,keep", [(21, 2), (22, 1)])
+def test_same_sample_gaussian_moments_monte_carlo(seed, keep):
+    """Gaussian projection shared by the batch (not enumerable): mean = exact gradient and
+    covariance = (g_s g_rᵀ + (g_r·g_s) I)/k blocks within Bonferroni z (α = 1e-4); the
+    per-sample closed form is rejected on the same draws."""
+    from scipy.special import ndtri
+    case = random_case(seed, (2, 3, 2), "tanh", batch=4)
+    args = (case.net, case.x, case.y, case.loss, "gaussian", keep)
+    _, g = refnet.loss_and_grad(case.net, case.x, case.y, case.loss)
+    G = rd.sample_grads(*args, draws=20000, seed=np.random.default_rng([seed, 7]),
+                        same_sample=True)
+    z_mu, z_c, m = _z_scores(G, g, rd.gradient_covariance(*args, same_sample=True))
+    zstar = float(-ndtri(1e-4 / (2 * m)))
+    assert max(z_mu.max(), z_c.max()) < zstar
+    _, z_wrong, _ = _z_scores(G, g, rd.gradient_covariance(*args))
+    assert z_wrong.max() > zstar
+
+
+def test_cross_covariance_values():
+    """K(a, b) = Cov(M a, M b) by hand on fixed vectors; K(a, a) is sketch_covariance(a)
+    and K(b, a) = K(a, b)ᵀ."""
+    a = np.array([[1.0, 2.0, -2.0]])
+    b = np.array([[3.0, 0.0, 1.0]])  # aᵀb = 1
+    g = rd.sketch_covariance(a, "gaussian", 1, b=b)[0]
+    np.testing.assert_allclose(g, np.outer(b[0], a[0]) + np.eye(3))  # b aᵀ + (aᵀb) I
+    assert g[0, 1] == 6.0 and g[1, 0] == 0.0
+    r = rd.sketch_covariance(a, "rademacher", 1, b=b)[0]
+    np.testing.assert_allclose(r, np.outer(b[0], a[0]) + np.eye(3) - 2 * np.diag([3.0, 0, -2]))
+    s = rd.sketch_covariance(a, "sampling", 1, b=b)[0]  # n/k − 1 = 2; (n − k)/(k(n − 1)) = 1
+    np.testing.assert_allclose(s, 2 * np.diag([3.0, 0, -2]) - (np.outer(a[0], b[0])
+                                                               - np.diag([3.0, 0, -2])))
+    bb = rd.sketch_covariance(a, "bernoulli", 0.25, b=b)[0]
+    np.testing.assert_allclose(bb, 3 * np.diag([3.0, 0.0, -2.0]))
+    rng = np.random.default_rng(0)
+    u, v = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    for sketch in rd.SKETCHES:
+        k_uv = rd.sketch_covariance(u, sketch, 2, b=v)
+        np.testing.assert_allclose(rd.sketch_covariance(v, sketch, 2, b=u),
+                                   k_uv.transpose(0, 2, 1), rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(rd.sketch_covariance(u, sketch, 2, b=u),
+                                   rd.sketch_covariance(u, sketch, 2), rtol=1e-14, atol=1e-15)
+
+
+@given(net_cases(max_depth=3, max_width=5), st.sampled_from(rd.SKETCHES),
+       st.sampled_from([1, 2, 0.5]))
+@settings(max_examples=15)
+def test_same_sample_variance_is_covariance_diagonal(case, sketch, keep):
+    """gradient_variance(same_sample=True) is the diagonal of its covariance (separate code:
+    diag K(g_r, g_r) vs the pairwise K(g_r, g_s)); the covariance is symmetric PSD."""
+    cov = rd.gradient_covariance(case.net, case.x, case.y, case.loss, sketch, keep,
+                                 same_sample=True)
+    var = rd.gradient_variance(case.net, case.x, case.y, case.loss, sketch, keep,
+                               same_sample=True)
+    K = sum(case.net.widths) + 8
+    atol = refnet.fd.gamma(K) * max(np.abs(cov).max(), np.abs(var).max())
+    np.testing.assert_allclose(var, np.diag(cov), rtol=refnet.fd.gamma(K), atol=atol + 1e-300)
+    np.testing.assert_allclose(cov, cov.T, rtol=0, atol=1e-15 * max(1.0, np.abs(cov).max()))
+    assert np.linalg.eigvalsh(cov).min() >= -1e-12 * max(1.0, np.abs(cov).max())
+
+
+@given(net_cases(max_depth=3, max_width=6), st.sampled_from(rd.SKETCHES))
+@settings(max_examples=15)
+def test_same_sample_draws_are_shared_and_reproducible(case, sketch):
+    """One sketch per layer for the batch: every row of the data is the same, the stored
+    floats equal the per-sample sketch's, sample_grads(draws=1) reproduces randomized_grad,
+    and sampling/Bernoulli with keep 1.0 is exact to the bit."""
+    net, x, y, b = case.net, case.x, case.y, case.x.shape[0]
+    sks = rd.draw_sketches(net, b, sketch, 0.5, seed=3, same_sample=True)
+    per = rd.draw_sketches(net, b, sketch, 0.5, seed=3)
+    for sk, pk in zip(sks, per):
+        assert sk.shared and not pk.shared and sk.data.shape == pk.data.shape
+        assert np.all(sk.data == sk.data[:1])
+        if sk.kind == "projection":
+            assert sk.stored_floats == pk.stored_floats
+    gh = rd.randomized_grad(net, x, y, case.loss, sketch, 0.5, seed=11, same_sample=True)
+    np.testing.assert_array_equal(gh, rd.sample_grads(net, x, y, case.loss, sketch, 0.5, draws=1,
+                                                      seed=11, same_sample=True)[0])
+    np.testing.assert_array_equal(gh, rd.sketched_grad(
+        net, x, y, rd.draw_sketches(net, b, sketch, 0.5, seed=11, same_sample=True), case.loss)[1])
+    if sketch in ("sampling", "bernoulli"):
+        _, g = refnet.loss_and_grad(net, x, y, case.loss)
+        np.testing.assert_array_equal(
+            rd.randomized_grad(net, x, y, case.loss, sketch, 1.0, seed=2, same_sample=True), g)
+
+
+def test_same_sample_masks_rescale_columns_of_the_exact_gradient():
+    """With a shared mask w, Ĝ_l = G_l diag(w): the kept columns of each weight gradient are
+    the exact ones times n/k, the others zero."""
+    case = random_case(7, (6, 5, 3), "relu", batch=8)
+    net = case.net
+    _, g = refnet.loss_and_grad(net, case.x, case.y, case.loss)
+    sks = rd.draw_sketches(net, 8, "sampling", 2, seed=0, same_sample=True)
+    _, gh = rd.sketched_grad(net, case.x, case.y, sks, case.loss)
+    for sk, (sw, _), (m, n) in zip(sks, net.param_slices(), zip(net.widths[1:], net.widths[:-1])):
+        w = sk.data[0]
+        np.testing.assert_allclose(gh[sw].reshape(m, n), g[sw].reshape(m, n) * w, rtol=1e-13,
+                                   atol=1e-16)
+
+
+def test_same_sample_counts_and_bad_inputs():
+    case = _live_case()
+    net, x, y = case.net, case.x, case.y
+    assert rd.count_outcomes(net, 2, "sampling", 1, same_sample=True) == 3 * 3
+    assert rd.count_outcomes(net, 2, "bernoulli", 0.5, same_sample=True) == 2 ** 6
+    outs = list(rd.enumerate_sketches(net, 2, "sampling", 1, same_sample=True))
+    assert len(outs) == 9 and abs(sum(p for p, _ in outs) - 1) < 1e-15
+    assert all(sk.shared and np.all(sk.data[0] == sk.data[1]) for _, sks in outs for sk in sks)
+    with pytest.raises(TypeError, match="same_sample"):
+        rd.randomized_grad(net, x, y, same_sample="yes")
+    with pytest.raises(TypeError, match="same_sample"):
+        rd.gradient_covariance(net, x, y, same_sample=1)
+    with pytest.raises(ValueError, match="b"):
+        rd.sketch_covariance(x, "gaussian", 1, b=x[:, :1])
+    bad = rd.Sketch("mask", np.array([[1.5, 0.0, 1.5], [0.0, 1.5, 1.5]]), shared=True)
+    sks = rd.draw_sketches(net, 2, "sampling", 2, seed=0)
+    with pytest.raises(ValueError, match=r"sketches\[0\].*shared"):
+        rd.sketched_grad(net, x, y, (bad,) + sks[1:])

@@ -66,8 +66,9 @@ class RandCase:
                 f"rescale={self.rescale})")
 
 
-def _enumerate(rc: RandCase):
-    """(g, s_g, probabilities (C,), ĝ_c (C, P), s_c (C, P), m) by exact enumeration."""
+def _enumerate(rc: RandCase, same_sample: bool = False):
+    """(g, s_g, probabilities (C,), ĝ_c (C, P), s_c (C, P), m) by exact enumeration (of
+    per-sample sketches, or with ``same_sample`` of one sketch per layer shared by the batch)."""
     c = rc.case
     net, x, y, lo = prepare(c.net, c.x, c.y, c.loss)
     b = x.shape[0]
@@ -79,7 +80,8 @@ def _enumerate(rc: RandCase):
                           ((d.T @ np.abs(tr.post[l])).ravel(),) + ((d.sum(0),) if net.has_bias
                                                                     else ())])
     probs, ghat, scale = [], [], []
-    for p, sks in rd.enumerate_sketches(net, b, rc.sketch, rc.keep, rc.max_outcomes, rc.rescale):
+    for p, sks in rd.enumerate_sketches(net, b, rc.sketch, rc.keep, rc.max_outcomes, rc.rescale,
+                                        same_sample=same_sample):
         probs.append(p)
         ghat.append(rd._grad_from(net, tr, deltas, sks))
         parts = []
@@ -160,6 +162,53 @@ def randomized_grad_covariance_exact(rc: RandCase) -> Check:
     r, j = _ratio(err, bound)
     return Check(r, 1.0, f"{rc.sketch} keep={rc.keep}: max|Cov_enum−Cov_closed|={err.max():.2e}"
                          f" (max|Cov|={np.abs(closed).max():.2e}) over {p.size} outcomes")
+
+
+def _same_sample_cases(quick):
+    out = [RandCase(random_case(31, (2, 3, 1), "tanh", bias=True, batch=3), "sampling", 1),
+           RandCase(random_case(32, (3, 3, 2), "relu", bias=False, batch=4), "bernoulli", 0.5),
+           RandCase(random_case(33, (2, 2, 1), "tanh", batch=3), "rademacher", 1),
+           RandCase(random_case(34, (3, 2, 2), "sigmoid", batch=3, loss="cross_entropy"),
+                    "sampling", 2)]
+    if not quick:
+        out += [RandCase(random_case(35, (4, 3, 2, 1), "gelu", batch=5), "sampling", 2),
+                RandCase(random_case(36, (3, 3, 2), "softplus", batch=4), "bernoulli", 0.3),
+                RandCase(random_case(37, (2, 3, 2), "leaky_relu", batch=4), "rademacher", 1),
+                RandCase(random_case(38, (4, 4, 3), "tanh", batch=6, loss="cross_entropy"),
+                         "sampling", 0.5)]
+    return out
+
+
+@claim("randomized_same_sample_exact",
+       source="Oktay et al. 2021 (ICLR) §5 ('same sample': one random matrix per layer for the "
+              "minibatch); cross-covariances in refnet.randomized.sketch_covariance",
+       statement="With one discrete sketch per layer shared by the whole minibatch, the average "
+                 "over every outcome equals the exact gradient and the covariance equals the "
+                 "closed form with cross-sample terms, Σ_{i,j} δ_iδ_jᵀ ⊗ Cov(M a_i, M a_j) = "
+                 "K(g_r, g_s), to rounding.",
+       cases=_same_sample_cases)
+def randomized_same_sample_exact(rc: RandCase) -> Check:
+    """value = the larger of the two ratios of :func:`randomized_grad_unbiased_exact` and
+    :func:`randomized_grad_covariance_exact` (same bounds: the enumeration has fewer
+    outcomes and fewer probability factors than m counts), over every outcome of the
+    shared sketches, against the closed form
+    ``gradient_covariance(..., same_sample=True)``; bound 1. The closed form's terms are
+    products of entries of the exact G = Σ_i δ_i a_iᵀ (|G| ≤ s_g entrywise) with the
+    coefficients bounded as in the per-sample claim."""
+    c = rc.case
+    g, s_g, p, G, S, m = _enumerate(rc, same_sample=True)
+    r_mean, _ = _ratio(np.abs(p @ G - g), 2 * gamma(m) * (p @ S + s_g))
+    Dv = G - g
+    cov = (Dv * p[:, None]).T @ Dv
+    closed = rd.gradient_covariance(c.net, c.x, c.y, c.loss, rc.sketch, rc.keep,
+                                    same_sample=True)
+    T = S + s_g
+    err = np.abs(cov - closed)
+    r_cov, _ = _ratio(err, 8 * gamma(m) * ((T * p[:, None]).T @ T))
+    return Check(max(r_mean, r_cov), 1.0,
+                 f"{rc.sketch} keep={rc.keep}, batch {c.x.shape[0]}: mean ratio {r_mean:.2g}, "
+                 f"cov ratio {r_cov:.2g}, max|Cov_enum−Cov_closed|={err.max():.2e} "
+                 f"(max|Cov|={np.abs(closed).max():.2e}) over {p.size} outcomes")
 
 
 def _mc_cases(quick):
