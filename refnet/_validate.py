@@ -121,6 +121,13 @@ def as_rng(seed, name: str = "seed") -> np.random.Generator:
     return np.random.default_rng(int(seed))
 
 
+def check_bool(v, name: str) -> bool:
+    """``v`` as a bool; TypeError for anything but a Python or NumPy bool (no truthiness)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool; received {type(v).__name__}")
+    return bool(v)
+
+
 def check_positive_int(v, name: str, minimum: int = 1) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name}: expected an int >= {minimum}; received {type(v).__name__}")

@@ -48,8 +48,8 @@ from numpy.polynomial.hermite_e import hermegauss
 from scipy.special import softmax
 
 from . import engine, meanfield
-from ._validate import as_float_array, as_rng, check_choice, check_positive_float, \
-    check_positive_int
+from ._validate import as_float_array, as_rng, check_bool, check_choice, \
+    check_positive_float, check_positive_int
 from .activations import get_activation
 from .backprop import _reverse, checked, prepare
 from .curvature import _loss_factor
@@ -67,12 +67,6 @@ _COLS = 64  # identity columns per block of HVPs
 
 
 # ============================================================================ helpers
-def _check_flag(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool; received {type(v).__name__}")
-    return bool(v)
-
-
 def _example_chunk(d, P):
     """Examples per chunk so that a ``(m, d, P)`` per-example Jacobian stays small."""
     return max(1, CHUNK_FLOATS // max(1, d * P))
@@ -144,7 +138,7 @@ def hessian_diagonal(net, x, y, loss="mse", *, per_example=False):
     MSE; BatchDiagHessian rows are refnet's rows × 1/n (mean CE), × 2/(n d) (mean MSE).
     ReLU-type kinks: φ'' = 0 as in autodiff (see :mod:`refnet.rop`).
     """
-    per_example = _check_flag(per_example, "per_example")
+    per_example = check_bool(per_example, "per_example")
     net, x, y, lo = prepare(net, x, y, loss)
     P = net.n_params
     if not per_example:
@@ -185,7 +179,7 @@ def ggn_diagonal(net, x, y, loss="mse", *, per_example=False):
     -------
     ndarray ``(P,)`` or ``(n, P)``; BackPACK factors as :func:`hessian_diagonal`.
     """
-    per_example = _check_flag(per_example, "per_example")
+    per_example = check_bool(per_example, "per_example")
     net, x, y, lo = prepare(net, x, y, loss)
     n, P = x.shape[0], net.n_params
     out = np.empty((n, P)) if per_example else np.zeros(P)

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_positive_float, check_positive_int
+from ._validate import check_bool, check_positive_float, check_positive_int
 from .backprop import _check_net, checked
 from .mlp import MLP
 from ._threads import one_blas_thread
@@ -229,8 +229,7 @@ def local_rank(net, x, layer=None, atol=None, rtol=None, batch_size: int = 256,
     x = net.check_input(x)
     atol, rtol = _check_tols(atol, rtol)
     batch_size = check_positive_int(batch_size, "batch_size")
-    if not isinstance(per_sample, (bool, np.bool_)):
-        raise TypeError(f"per_sample: expected a bool; received {type(per_sample).__name__}")
+    per_sample = check_bool(per_sample, "per_sample")
     l = _layers_arg(net, layer)
     last = net.depth if l is None else l
     layers = list(range(1, last + 1)) if l is None else [l]

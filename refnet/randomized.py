@@ -65,7 +65,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_float_array, as_rng, check_choice, check_positive_int
+from ._validate import as_float_array, as_rng, check_bool, check_choice, check_positive_int
 from .activations import get_activation
 from .backprop import _grads, _trace_and_deltas, prepare
 from .mlp import MLP
@@ -214,19 +214,13 @@ def draw_sketches(net, batch: int, sketch="sampling", keep=0.5, seed=0,
     sizes = sketch_sizes(net, sketch, keep)
     sketch = _check_sketch(sketch)
     batch = check_positive_int(batch, "batch")
-    same_sample = _check_bool(same_sample, "same_sample")
+    same_sample = check_bool(same_sample, "same_sample")
     rng = as_rng(seed)
     if same_sample:
         return tuple(_shared(_draw_layer(rng, sketch, 1, n, s, bool(rescale)), batch)
                      for n, s in zip(net.widths[:-1], sizes))
     return tuple(_draw_layer(rng, sketch, batch, n, s, bool(rescale))
                  for n, s in zip(net.widths[:-1], sizes))
-
-
-def _check_bool(v, name: str) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool; received {type(v).__name__}")
-    return bool(v)
 
 
 def _check_sketches(net, sketches, batch):
@@ -348,7 +342,7 @@ def sample_grads(net, x, y, loss="mse", sketch="sampling", keep=0.5, draws=1000,
     sizes = sketch_sizes(net, sketch, keep)
     sketch = _check_sketch(sketch)
     draws = check_positive_int(draws, "draws")
-    same_sample = _check_bool(same_sample, "same_sample")
+    same_sample = check_bool(same_sample, "same_sample")
     rng = as_rng(seed)
     b = x.shape[0]
     tr, deltas = _trace_and_deltas(net, x, y, lo)
@@ -466,7 +460,7 @@ def gradient_covariance(net, x, y, loss="mse", sketch="sampling", keep=0.5, *,
     Memory P² floats: for small networks (use :func:`gradient_variance` for the diagonal of
     large ones).
     """
-    same_sample = _check_bool(same_sample, "same_sample")
+    same_sample = check_bool(same_sample, "same_sample")
     net, deltas, post, wslices = _layer_grads(net, x, y, loss, sketch)
     sketch = _check_sketch(sketch)
     cov = np.zeros((net.n_params, net.n_params))
@@ -501,7 +495,7 @@ def gradient_variance(net, x, y, loss="mse", sketch="sampling", keep=0.5, *,
     """The diagonal of :func:`gradient_covariance` without forming it, ``(P,)``:
     Var Ĝ_l[r, c] = Σ_i δ_{l,i}[r]² K(a_i, a_i)[c, c] (different sample) or
     K(g_r, g_r)[c, c] (``same_sample``); its sum is E‖ĝ − ∇L‖² over the sketches."""
-    same_sample = _check_bool(same_sample, "same_sample")
+    same_sample = check_bool(same_sample, "same_sample")
     net, deltas, post, wslices = _layer_grads(net, x, y, loss, sketch)
     sketch = _check_sketch(sketch)
     var = np.zeros(net.n_params)
@@ -598,7 +592,7 @@ def count_outcomes(net, batch: int, sketch="sampling", keep=0.5, *,
     sizes = sketch_sizes(net, sketch, keep)
     sketch = _check_sketch(sketch)
     batch = check_positive_int(batch, "batch")
-    same_sample = _check_bool(same_sample, "same_sample")
+    same_sample = check_bool(same_sample, "same_sample")
     total = 1
     for n, s in zip(net.widths[:-1], sizes):
         if sketch == "sampling":
