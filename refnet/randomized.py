@@ -320,8 +320,8 @@ def _restored_draws(rng, sketch, a, D, size, rescale, same_sample):
         return sk.restore(np.tile(a, (D, 1))).reshape(D, b, n)
     sk = _draw_layer(rng, sketch, D, n, size, rescale)
     if sk.kind == "projection":
-        S = sk.data  # (D, k, n), one S per draw
-        return np.stack([(a @ S[t].T) @ S[t] for t in range(D)])
+        S = sk.data  # (D, k, n), one S per draw: (a Sᵀ) S per draw, as Sketch.restore
+        return np.matmul(np.matmul(a, S.transpose(0, 2, 1)), S)
     return sk.data[:, None, :] * a[None]
 
 
