@@ -213,19 +213,22 @@ def gradient_noise(net, data, methods, keep, n_batches, seed):
     n = data.x.shape[0]
     g = sum(refnet.loss_and_grad(net, data.x[i:i + 5000], data.y[i:i + 5000], LOSS)[1]
             * (min(n, i + 5000) - i) for i in range(0, n, 5000)) / n
-    mb, sk = {}, {}
+    def batches(size):  # the same minibatches for every method of a batch size
+        rng = np.random.default_rng([seed, 3])
+        return [rng.choice(n, size, replace=False) for _ in range(n_batches)]
+
+    mb = {}  # the minibatch part, once per batch size
+    for size in {m.batch for m in methods}:
+        mb[size] = float(np.mean([np.sum((refnet.loss_and_grad(net, data.x[i], data.y[i],
+                                                               LOSS)[1] - g) ** 2)
+                                  for i in batches(size)]))
+    out = {}
     for m in methods:
-        rng = np.random.default_rng([seed, 3])  # the same minibatches for every method
-        e, v = [], []
-        for _ in range(n_batches):
-            idx = rng.choice(n, m.batch, replace=False)
-            gb = refnet.loss_and_grad(net, data.x[idx], data.y[idx], LOSS)[1]
-            e.append(np.sum((gb - g) ** 2))
-            if m.sketch is not None:
-                v.append(rd.gradient_variance(net, data.x[idx], data.y[idx], LOSS, m.sketch,
-                                              keep, same_sample=m.same_sample).sum())
-        mb[m.name], sk[m.name] = float(np.mean(e)), float(np.mean(v)) if v else 0.0
-    return float(g @ g), {k: (mb[k] + sk[k], sk[k]) for k in mb}
+        sk = 0.0 if m.sketch is None else float(np.mean(
+            [rd.gradient_variance(net, data.x[i], data.y[i], LOSS, m.sketch, keep,
+                                  same_sample=m.same_sample).sum() for i in batches(m.batch)]))
+        out[m.name] = (mb[m.batch] + sk, sk)
+    return float(g @ g), out
 
 
 # ---------------------------------------------------------------------------- output
