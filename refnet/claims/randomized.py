@@ -52,7 +52,8 @@ ALPHA = 1e-4
 @dataclass(frozen=True, eq=False)
 class RandCase:
     """A network case with a sketch: ``keep`` a fraction or count; ``draws`` for the Monte
-    Carlo claim; ``rescale=False`` is the biased estimator (the claims must fail on it)."""
+    Carlo claim; ``rescale=False`` is the biased estimator (the claims must fail on it);
+    ``same_sample`` one sketch per layer for the batch (Oktay et al. 2021 §5)."""
 
     case: NetCase
     sketch: str = "sampling"
@@ -60,10 +61,11 @@ class RandCase:
     draws: int = 4000
     rescale: bool = True
     max_outcomes: int = 4096
+    same_sample: bool = False
 
     def __repr__(self):
         return (f"RandCase({self.case!r}, sketch={self.sketch!r}, keep={self.keep!r}, "
-                f"rescale={self.rescale})")
+                f"rescale={self.rescale}" + (", same_sample=True)" if self.same_sample else ")"))
 
 
 def _enumerate(rc: RandCase, same_sample: bool = False):
@@ -223,19 +225,26 @@ def _mc_cases(quick):
                 RandCase(random_case(25, (6, 8, 3), "tanh", batch=5), "rademacher", 2,
                          draws=20000),
                 RandCase(random_case(26, (6, 8, 3), "softplus", batch=5,
-                                     loss="cross_entropy"), "bernoulli", 0.25, draws=20000)]
+                                     loss="cross_entropy"), "bernoulli", 0.25, draws=20000),
+                # the shared Gaussian projection, which enumeration cannot check
+                RandCase(random_case(21, (2, 3, 2), "tanh", batch=4), "gaussian", 2,
+                         draws=20000, same_sample=True),
+                RandCase(random_case(22, (2, 3, 2), "tanh", batch=4), "gaussian", 1,
+                         draws=20000, same_sample=True)]
     return out
 
 
 @claim("randomized_grad_moments_mc",
-       source="Oktay et al. 2021 (ICLR) §4; Gaussian covariance from Wishart moments",
+       source="Oktay et al. 2021 (ICLR) §4 (and §5, a sketch shared by the batch); Gaussian "
+              "covariance from Wishart moments",
        statement="Over independent draws, the mean of the randomized gradient matches the exact "
                  "gradient and its covariance the closed form, within Bonferroni standard "
                  "errors (alpha = 1e-4).",
        cases=_mc_cases)
 def randomized_grad_moments_mc(rc: RandCase) -> Check:
     """Monte Carlo check of the continuous (Gaussian, Rademacher) sketches, which cannot be
-    enumerated: z-scores of the sample mean of ĝ − g and of the sample second moments
+    enumerated (per example, or with ``same_sample`` shared by the batch, whose covariance
+    has the cross-sample terms): z-scores of the sample mean of ĝ − g and of the sample second moments
     against the closed-form covariance, standard errors from the samples plus a rounding
     term; value = the largest |z|, bound = the two-sided Bonferroni quantile z* at level
     ALPHA over all tested entries (a false alarm has probability ≤ ALPHA)."""
@@ -243,8 +252,10 @@ def randomized_grad_moments_mc(rc: RandCase) -> Check:
     N = rc.draws
     _, g = _exact_grad(c)
     G = rd.sample_grads(c.net, c.x, c.y, c.loss, rc.sketch, rc.keep, draws=N,
-                        seed=np.random.default_rng([c.seed, 7]), rescale=rc.rescale)
-    closed = rd.gradient_covariance(c.net, c.x, c.y, c.loss, rc.sketch, rc.keep)
+                        seed=np.random.default_rng([c.seed, 7]), rescale=rc.rescale,
+                        same_sample=rc.same_sample)
+    closed = rd.gradient_covariance(c.net, c.x, c.y, c.loss, rc.sketch, rc.keep,
+                                    same_sample=rc.same_sample)
     P = g.size
     D = G - g
     gam = gamma(N + max(c.net.widths) + c.x.shape[0] + 8)
